@@ -1,0 +1,120 @@
+"""NIfTI-1/2 (`.nii`, `.nii.gz`): 2-D, 3-D and 4-D, with affine, header and scaling kept.
+
+NIfTI stores (X, Y, Z[, T]).  meddenoise's axis convention puts slices first, so the array is
+transposed to (Z, Y, X) or (T, Z, Y, X) on reading and back on writing.  The stored (unscaled) values
+and scl_slope / scl_inter are kept, so an identity round trip writes the same stored values.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from meddenoise.intensity import IntensityMapping
+from meddenoise.io.base import (
+    Image,
+    ImageError,
+    ImageMeta,
+    WriteReport,
+    atomic_write_with,
+    check_pixel_limit,
+    quantise,
+    reject_non_finite,
+)
+
+LAYOUTS = {2: "grey", 3: "volume", 4: "volumes"}
+
+
+@dataclass
+class NiftiDetails:
+    header: Any
+    affine: np.ndarray
+    stored_dtype: np.dtype[Any]
+    slope: float
+    inter: float
+    image_class: type
+
+
+def _to_convention(data: np.ndarray) -> np.ndarray:
+    # (X, Y, Z, T) -> (T, Z, Y, X): a pure axis reversal, its own inverse.
+    return np.ascontiguousarray(np.transpose(data))
+
+
+def read_nifti(path: Path, *, max_pixels: int | None) -> Image:
+    try:
+        loaded = nib.load(str(path))
+        shape = tuple(int(size) for size in loaded.shape)
+        if len(shape) not in LAYOUTS:
+            raise ImageError(path, f"NIfTI with {len(shape)} dimensions is not supported (2-4)")
+        check_pixel_limit(path, int(np.prod(shape)), max_pixels)
+        proxy = loaded.dataobj
+        stored = np.asarray(proxy.get_unscaled())
+        slope = float(proxy.slope)
+        inter = float(proxy.inter)
+    except ImageError:
+        raise
+    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as error:
+        raise ImageError(path, f"cannot read NIfTI: {error}") from None
+    if not (np.isfinite(slope) and slope != 0):
+        slope = 1.0
+    if not np.isfinite(inter):
+        inter = 0.0
+    if stored.dtype.kind not in "uif":
+        raise ImageError(path, f"unsupported NIfTI data type {stored.dtype}")
+    stored = _to_convention(stored)
+    if stored.dtype.byteorder == ">":
+        stored = stored.astype(stored.dtype.newbyteorder("="))
+    reject_non_finite(path, stored)
+    identity_scaling = slope == 1.0 and inter == 0.0
+    array = stored if identity_scaling else stored.astype(np.float64) * slope + inter
+    stored_range = None
+    if np.issubdtype(stored.dtype, np.integer):
+        info = np.iinfo(stored.dtype)
+        stored_range = (float(info.min), float(info.max))
+    details = NiftiDetails(
+        header=loaded.header.copy(),
+        affine=np.array(loaded.affine),
+        stored_dtype=stored.dtype,
+        slope=slope,
+        inter=inter,
+        image_class=type(loaded),
+    )
+    return Image(
+        array=array,
+        meta=ImageMeta(
+            format="nifti",
+            layout=LAYOUTS[stored.ndim],  # type: ignore[arg-type]
+            mapping=IntensityMapping.from_array(array),
+            source=path,
+            stored_range=stored_range,
+            details=details,
+        ),
+    )
+
+
+def write_nifti(image: Image, path: Path) -> WriteReport:
+    details: NiftiDetails = image.meta.details
+    values = np.asarray(image.array, dtype=np.float64)
+    raw = (values - details.inter) / details.slope
+    clipped_low = clipped_high = 0
+    if np.issubdtype(details.stored_dtype, np.integer):
+        info = np.iinfo(details.stored_dtype)
+        stored, clipped_low, clipped_high = quantise(raw, details.stored_dtype, info.min, info.max)
+    else:
+        reject_non_finite(path, raw)
+        stored = raw.astype(details.stored_dtype)
+        if details.slope == 1.0 and details.inter == 0.0 and image.array.dtype == details.stored_dtype:
+            stored = image.array
+    header = details.header.copy()
+    header.set_data_dtype(details.stored_dtype)
+    output = details.image_class(_to_convention(stored), details.affine, header)
+    if details.slope != 1.0 or details.inter != 0.0:
+        output.header.set_slope_inter(details.slope, details.inter)
+    atomic_write_with(path, lambda target: output.to_filename(str(target)))
+    return WriteReport((path,), clipped_low, clipped_high)

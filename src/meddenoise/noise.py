@@ -1,0 +1,441 @@
+"""Noise models: ``noisy = Model(**parameters)(clean, rng)``.
+
+Every model is a frozen dataclass whose fields are its parameters, checked when it is built.
+Calling it takes a clean float image in [0, 1] laid out as in `meddenoise.types` (``(H, W)``,
+``(H, W, 3)`` or ``(D, H, W)``) and a required `numpy.random.Generator`, and returns float32 of
+the same shape.  All randomness comes from that generator, so the same seed gives bit-identical
+noise; nothing here seeds or reads a global generator.
+
+No model clips its output to [0, 1] unless its docstring says so: the noisy values of a physical
+measurement do leave the range, and clipping would bias the noise statistics a denoiser and a
+variance-stabilising transform rely on.
+
+Pixelwise models also offer ``variance(clean)``, the theoretical per-pixel variance of the noisy
+image given the clean one, in squared [0, 1] units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from meddenoise.types import FloatArray, layout_of
+
+__all__ = [
+    "NOISE_MODELS",
+    "GaussianNoise",
+    "LowDoseCT",
+    "PoissonGaussianNoise",
+    "PoissonNoise",
+    "SaltAndPepperNoise",
+    "SpeckleNoise",
+]
+
+_FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
+
+
+# --- parameter and input checks ---------------------------------------------------------------
+
+
+def _check_real(name: str, value: object) -> float:
+    # bool is an int subclass; True as a noise level is a mistake, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _check_non_negative(name: str, value: object) -> None:
+    if _check_real(name, value) < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if _check_real(name, value) <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_fraction(name: str, value: object) -> None:
+    if not 0.0 <= _check_real(name, value) <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+
+
+def _check_rng(rng: object) -> None:
+    # Guards against passing a seed or a legacy RandomState where the generator belongs.
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)}"
+        )
+
+
+def _as_checked_array(clean: FloatArray) -> np.ndarray:
+    """Check `clean`'s dtype, layout and values; return it as float64 for the arithmetic."""
+    array = np.asarray(clean)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"clean must be a real-valued array, got dtype {array.dtype}")
+    layout_of(array)  # raises for shapes outside the axis convention
+    array = array.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(array)):
+        raise ValueError("clean contains NaN or Inf values")
+    return array
+
+
+def _as_clean(clean: FloatArray, rng: np.random.Generator) -> np.ndarray:
+    """The checks every model's ``__call__`` makes; returns `clean` as float64."""
+    _check_rng(rng)
+    return _as_checked_array(clean)
+
+
+def _check_non_negative_image(array: np.ndarray, model: str) -> None:
+    # A Poisson mean cannot be negative; say so instead of letting numpy fail obscurely.
+    if array.size and array.min() < 0:
+        raise ValueError(
+            f"{model} needs a non-negative clean image (expected counts), got min {array.min()}"
+        )
+
+
+# --- pixelwise models -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GaussianNoise:
+    """Additive white Gaussian noise: ``noisy = clean + N(0, sigma^2)``, independently per value.
+
+    sigma : standard deviation in [0, 1] image units (0.1 is 10 % of full scale), >= 0.
+
+    The output is not clipped: noisy values may leave [0, 1], as an unclipped measurement does.
+    """
+
+    sigma: float
+
+    def __post_init__(self) -> None:
+        _check_non_negative("sigma", self.sigma)
+
+    def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        array = _as_clean(clean, rng)
+        noisy = array + rng.normal(0.0, self.sigma, size=array.shape)
+        return noisy.astype(np.float32)
+
+    def variance(self, clean: FloatArray) -> FloatArray:
+        """Per-value variance ``sigma^2``, float32, same shape as `clean`."""
+        return np.full(np.shape(clean), self.sigma**2, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PoissonNoise:
+    """Photon-counting (shot) noise: ``noisy = Poisson(clean * photons) / photons``.
+
+    photons : expected photon count of a full-scale (1.0) value, > 0; fewer photons, more noise.
+
+    The noisy image has mean `clean` and variance ``clean / photons``.  It is not clipped: values
+    above 1 occur.  Negative clean values raise ValueError (a count's mean cannot be negative).
+    """
+
+    photons: float
+
+    def __post_init__(self) -> None:
+        _check_positive("photons", self.photons)
+
+    @property
+    def gain(self) -> float:
+        """Detector gain in [0, 1] units per photon, ``1 / photons`` (the GAT's alpha)."""
+        return 1.0 / self.photons
+
+    def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        array = _as_clean(clean, rng)
+        _check_non_negative_image(array, "PoissonNoise")
+        noisy = rng.poisson(array * self.photons) / self.photons
+        return noisy.astype(np.float32)
+
+    def variance(self, clean: FloatArray) -> FloatArray:
+        """Per-value variance ``clean / photons``, float32, same shape as `clean`."""
+        return (np.asarray(clean, dtype=np.float64) / self.photons).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PoissonGaussianNoise:
+    """Shot noise plus detector read noise, the usual model of a digital X-ray or microscope.
+
+    ``noisy = Poisson(clean * photons) / photons + N(0, read_noise^2)``
+
+    photons    : expected photon count of a full-scale (1.0) value, > 0.
+    read_noise : standard deviation of the additive read noise in [0, 1] units, >= 0.
+
+    In the notation of the generalised Anscombe transform (Makitalo & Foi 2013),
+    ``noisy = alpha * Poisson(clean / alpha) + N(mu, sigma^2)`` with ``alpha = gain = 1/photons``,
+    ``sigma = read_noise`` and ``mu = 0``; `gat_parameters` gives that triple.  The output is not
+    clipped.
+    """
+
+    photons: float
+    read_noise: float
+
+    def __post_init__(self) -> None:
+        _check_positive("photons", self.photons)
+        _check_non_negative("read_noise", self.read_noise)
+
+    @property
+    def gain(self) -> float:
+        """Detector gain in [0, 1] units per photon, ``1 / photons`` (the GAT's alpha)."""
+        return 1.0 / self.photons
+
+    @property
+    def sigma(self) -> float:
+        """Read-noise standard deviation in [0, 1] units (the GAT's sigma)."""
+        return float(self.read_noise)
+
+    @property
+    def gat_parameters(self) -> tuple[float, float, float]:
+        """Generalised Anscombe parameters ``(alpha, sigma, mu) = (gain, read_noise, 0)``."""
+        return (self.gain, self.sigma, 0.0)
+
+    def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        array = _as_clean(clean, rng)
+        _check_non_negative_image(array, "PoissonGaussianNoise")
+        noisy = rng.poisson(array * self.photons) / self.photons
+        if self.read_noise > 0:
+            noisy = noisy + rng.normal(0.0, self.read_noise, size=array.shape)
+        return noisy.astype(np.float32)
+
+    def variance(self, clean: FloatArray) -> FloatArray:
+        """Per-value variance ``clean / photons + read_noise^2``, float32, same shape."""
+        clean64 = np.asarray(clean, dtype=np.float64)
+        return (clean64 / self.photons + self.read_noise**2).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SpeckleNoise:
+    """Multiplicative speckle, as in ultrasound: ``noisy = clean * (1 + N(0, sigma^2))``.
+
+    sigma : standard deviation of the multiplicative factor around 1 (dimensionless), >= 0.
+
+    A Gaussian factor (not the gamma law of fully developed speckle) keeps the model simple and
+    matches scikit-image's ``random_noise(mode="speckle")``.  The noisy image has mean `clean`
+    and variance ``clean^2 * sigma^2``.  The output is not clipped; for sigma near 1 and above the
+    factor, and so the noisy value, can be negative.
+    """
+
+    sigma: float
+
+    def __post_init__(self) -> None:
+        _check_non_negative("sigma", self.sigma)
+
+    def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        array = _as_clean(clean, rng)
+        noisy = array * (1.0 + rng.normal(0.0, self.sigma, size=array.shape))
+        return noisy.astype(np.float32)
+
+    def variance(self, clean: FloatArray) -> FloatArray:
+        """Per-value variance ``clean^2 * sigma^2``, float32, same shape as `clean`."""
+        clean64 = np.asarray(clean, dtype=np.float64)
+        return (clean64**2 * self.sigma**2).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SaltAndPepperNoise:
+    """Impulse noise: a fraction `amount` of pixels is set to 1 (salt) or 0 (pepper).
+
+    amount         : probability that a pixel is replaced, in [0, 1].
+    salt_vs_pepper : probability that a replaced pixel becomes 1 rather than 0, in [0, 1].
+
+    Pixels are drawn per spatial location: in an ``(H, W, 3)`` image all three channels of a hit
+    pixel take the same value, as with a dead or stuck detector element.  Other values are left
+    unchanged, so the output stays in [0, 1] when the input does.
+    """
+
+    amount: float
+    salt_vs_pepper: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_fraction("amount", self.amount)
+        _check_fraction("salt_vs_pepper", self.salt_vs_pepper)
+
+    def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        array = _as_clean(clean, rng)
+        pixels = array.shape[:2] if layout_of(array) == "colour" else array.shape
+        hit = rng.random(pixels) < self.amount
+        salt = rng.random(pixels) < self.salt_vs_pepper
+        noisy = array.copy()
+        noisy[hit & salt] = 1.0
+        noisy[hit & ~salt] = 0.0
+        return noisy.astype(np.float32)
+
+    def variance(self, clean: FloatArray) -> FloatArray:
+        """Per-value variance of the noisy value given `clean`, float32, same shape.
+
+        The noisy value is `clean` with probability ``1 - amount``, 1 with probability
+        ``amount * salt_vs_pepper`` and 0 otherwise.
+        """
+        c = np.asarray(clean, dtype=np.float64)
+        a, s = self.amount, self.salt_vs_pepper
+        mean = (1 - a) * c + a * s
+        second_moment = (1 - a) * c**2 + a * s
+        return (second_moment - mean**2).astype(np.float32)
+
+
+# --- low-dose CT ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LowDoseCT:
+    """Low-dose CT, simulated where CT noise arises: in the measured projections (sinogram).
+
+    For each ``(H, W)`` slice:
+
+    1. The image is zero-padded to a centred square of side ``N = max(H, W)`` and read as a map of
+       linear attenuation: a pixel of value ``v`` attenuates ``v * attenuation_scale / N`` per
+       pixel length, so `attenuation_scale` is the line integral (dimensionless) across one full
+       image width of value-1.0 material, whatever the resolution.  The default 18 gives the
+       Shepp-Logan phantom a largest line integral of about 4.8, like a human head.
+    2. Line integrals ``p`` come from a parallel-beam Radon transform over `views` angles evenly
+       spread on [0, 180) degrees (`sinogram`).
+    3. Detected counts are ``Poisson(I0 * exp(-p)) + N(0, electronic_noise^2)`` with
+       ``I0 = full_dose_photons * dose_fraction`` per detector bin.
+    4. Counts are clamped below at `count_floor`, as scanners do before the log, because the
+       electronic noise can make a count zero or negative in the most attenuated rays.
+    5. ``p_noisy = -log(counts / I0)`` is reconstructed by filtered back-projection, divided by the
+       same scaling and cropped back to ``(H, W)`` (`noisy_from_sinogram`).
+
+    So with full dose and no noise the output is the FBP reconstruction of the clean image, not
+    the clean image itself: FBP's own discretisation error is part of what a CT denoiser sees.
+    The output is not clipped (FBP gives small negative values and overshoot at edges).
+
+    dose_fraction     : fraction of the full dose, in (0, 1]; noise std grows as 1/sqrt(dose).
+    full_dose_photons : incident photons per detector bin at full dose, > 0 (1e5 is typical).
+    electronic_noise  : standard deviation of the detector's electronic noise in counts, >= 0.
+    views             : number of projection angles over 180 degrees, >= 1.
+    attenuation_scale : line integral across one image width of value-1.0 material, > 0.
+    count_floor       : smallest count kept before the log, in counts, > 0.
+    filter_name       : FBP filter, one of "ramp", "shepp-logan", "cosine", "hamming", "hann".
+
+    Works on ``(H, W)`` and ``(D, H, W)`` (slice by slice, in order, from one generator); a colour
+    image raises ValueError.  There is no closed-form per-pixel variance, so no `variance`.
+    """
+
+    dose_fraction: float
+    full_dose_photons: float = 1e5
+    electronic_noise: float = 8.0
+    views: int = 360
+    attenuation_scale: float = 18.0
+    count_floor: float = 1.0
+    filter_name: str = "ramp"
+
+    def __post_init__(self) -> None:
+        dose = _check_real("dose_fraction", self.dose_fraction)
+        if not 0.0 < dose <= 1.0:
+            raise ValueError(f"dose_fraction must lie in (0, 1], got {self.dose_fraction!r}")
+        _check_positive("full_dose_photons", self.full_dose_photons)
+        _check_non_negative("electronic_noise", self.electronic_noise)
+        if isinstance(self.views, bool) or not isinstance(self.views, int | np.integer):
+            raise ValueError(f"views must be an integer, got {self.views!r}")
+        if self.views < 1:
+            raise ValueError(f"views must be >= 1, got {self.views!r}")
+        _check_positive("attenuation_scale", self.attenuation_scale)
+        _check_positive("count_floor", self.count_floor)
+        if self.filter_name not in _FBP_FILTERS:
+            raise ValueError(f"filter_name must be one of {_FBP_FILTERS}, got {self.filter_name!r}")
+
+    @property
+    def incident_photons(self) -> float:
+        """Incident photons per detector bin at this dose, ``full_dose_photons * dose_fraction``."""
+        return float(self.full_dose_photons) * float(self.dose_fraction)
+
+    def _angles(self) -> np.ndarray:
+        return np.linspace(0.0, 180.0, int(self.views), endpoint=False)
+
+    def sinogram(self, clean2d: FloatArray) -> np.ndarray:
+        """Noise-free line integrals of one ``(H, W)`` slice in [0, 1] units.
+
+        Returns float64 of shape ``(detector bins, views)``, dimensionless (already scaled by
+        `attenuation_scale`).  This is the expensive, noise-independent half of the simulation;
+        cache it and call `noisy_from_sinogram` for each noise draw.
+        """
+        from skimage.transform import radon
+
+        array = np.asarray(clean2d)
+        if array.ndim != 2:
+            raise ValueError(f"sinogram takes one (H, W) slice, got shape {tuple(array.shape)}")
+        array = _as_checked_array(array)
+        side = max(array.shape)
+        square = _pad_to_square(array, side)
+        # circle=False: the whole square, corners included, lies inside the scanned field.
+        line_integrals = radon(square, theta=self._angles(), circle=False)
+        return line_integrals * (self.attenuation_scale / side)
+
+    def noisy_from_sinogram(
+        self, sinogram: np.ndarray, shape: tuple[int, int], rng: np.random.Generator
+    ) -> FloatArray:
+        """Add dose-dependent noise to a clean `sinogram` and reconstruct a ``shape`` slice.
+
+        sinogram : output of `sinogram` for a slice of shape `shape`.
+        shape    : ``(H, W)`` of the original slice.
+        Returns float32 ``(H, W)`` in [0, 1] image units (unclipped).
+        """
+        from skimage.transform import iradon
+
+        _check_rng(rng)
+        sinogram = np.asarray(sinogram, dtype=np.float64)
+        if sinogram.ndim != 2 or sinogram.shape[1] != self.views:
+            raise ValueError(
+                f"expected a (bins, {self.views}) sinogram, got shape {tuple(sinogram.shape)}"
+            )
+        if not np.all(np.isfinite(sinogram)):
+            raise ValueError("sinogram contains NaN or Inf values")
+        height, width = (int(n) for n in shape)
+        side = max(height, width)
+
+        incident = self.incident_photons
+        counts = rng.poisson(incident * np.exp(-sinogram)).astype(np.float64)
+        if self.electronic_noise > 0:
+            counts += rng.normal(0.0, self.electronic_noise, size=counts.shape)
+        counts = np.maximum(counts, self.count_floor)
+        noisy_line_integrals = np.log(incident) - np.log(counts)
+
+        reconstruction = iradon(
+            noisy_line_integrals,
+            theta=self._angles(),
+            output_size=side,
+            filter_name=self.filter_name,
+            circle=False,
+        )
+        image = reconstruction / (self.attenuation_scale / side)
+        return _crop_from_square(image, height, width).astype(np.float32)
+
+    def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        array = _as_clean(clean, rng)
+        layout = layout_of(array)
+        if layout == "colour":
+            raise ValueError("LowDoseCT simulates grey CT slices; got a colour (H, W, 3) image")
+        if layout == "grey":
+            return self.noisy_from_sinogram(self.sinogram(array), array.shape, rng)
+        noisy = np.empty(array.shape, dtype=np.float32)
+        for index, slice2d in enumerate(array):
+            noisy[index] = self.noisy_from_sinogram(self.sinogram(slice2d), slice2d.shape, rng)
+        return noisy
+
+
+def _pad_to_square(image: np.ndarray, side: int) -> np.ndarray:
+    height, width = image.shape
+    top, left = (side - height) // 2, (side - width) // 2
+    return np.pad(image, ((top, side - height - top), (left, side - width - left)))
+
+
+def _crop_from_square(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    side = image.shape[0]
+    top, left = (side - height) // 2, (side - width) // 2
+    return image[top : top + height, left : left + width]
+
+
+NOISE_MODELS: dict[str, type] = {
+    "gaussian": GaussianNoise,
+    "poisson": PoissonNoise,
+    "poisson-gaussian": PoissonGaussianNoise,
+    "low-dose-ct": LowDoseCT,
+    "speckle": SpeckleNoise,
+    "salt-and-pepper": SaltAndPepperNoise,
+}
+"""Registered name -> noise model class, written out by hand (no scanning, no aliases)."""
