@@ -86,7 +86,9 @@ def _series_files(folder: Path) -> list[Path]:
         raise ImageError(folder, "folder holds no DICOM files")
     series = {key for _, key in dicom_files}
     if len(series) > 1:
-        raise ImageError(folder, f"folder holds {len(series)} DICOM series; give one series a folder")
+        raise ImageError(
+            folder, f"folder holds {len(series)} DICOM series; give one series a folder"
+        )
     return [entry for entry, _ in dicom_files]
 
 

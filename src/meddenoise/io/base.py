@@ -128,7 +128,9 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
     A crash or an exception leaves no half-written file at `path` (and removes the temporary one).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".part", dir=path.parent
+    )
     try:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle

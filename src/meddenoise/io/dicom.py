@@ -99,8 +99,18 @@ def _open(path: Path) -> Dataset:
             # Large elements (pixel data) are read only when decoded, after the size check.
             return pydicom.dcmread(path, defer_size=1 << 20)
     except InvalidDicomError:
-        raise ImageError(path, "not a DICOM file (no 'DICM' prefix / file meta information)") from None
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as error:
+        raise ImageError(
+            path, "not a DICOM file (no 'DICM' prefix / file meta information)"
+        ) from None
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        NotImplementedError,
+    ) as error:
         raise ImageError(path, f"cannot parse DICOM: {type(error).__name__}: {error}") from None
 
 
@@ -111,7 +121,9 @@ def _header_int(path: Path, dataset: Dataset, keyword: str) -> int:
         raise ImageError(path, f"invalid {keyword} in the header: {error}") from None
 
 
-def _check_header(path: Path, dataset: Dataset, max_pixels: int | None) -> tuple[int, int, int, int]:
+def _check_header(
+    path: Path, dataset: Dataset, max_pixels: int | None
+) -> tuple[int, int, int, int]:
     """Validate the image pixel module and the pixel limit; return (frames, rows, columns, samples)."""
     if "PixelData" not in dataset:
         if "FloatPixelData" in dataset or "DoubleFloatPixelData" in dataset:
@@ -157,11 +169,15 @@ def stored_limits(dataset: Dataset) -> tuple[int, int]:
 
 def _rescale_item(item: Dataset) -> tuple[float, float] | None:
     if "RescaleSlope" in item or "RescaleIntercept" in item:
-        return float(item.get("RescaleSlope", 1.0) or 1.0), float(item.get("RescaleIntercept", 0.0) or 0.0)
+        return float(item.get("RescaleSlope", 1.0) or 1.0), float(
+            item.get("RescaleIntercept", 0.0) or 0.0
+        )
     return None
 
 
-def _frame_rescales(path: Path, dataset: Dataset, frames: int) -> tuple[np.ndarray, np.ndarray, str]:
+def _frame_rescales(
+    path: Path, dataset: Dataset, frames: int
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-frame slope and intercept (enhanced multi-frame keeps them in functional groups)."""
     slopes = np.ones(frames)
     intercepts = np.zeros(frames)
@@ -187,7 +203,9 @@ def _frame_rescales(path: Path, dataset: Dataset, frames: int) -> tuple[np.ndarr
                 slopes[index], intercepts[index] = rescale
     except (ValueError, TypeError, IndexError) as error:
         raise ImageError(path, f"invalid rescale slope/intercept: {error}") from None
-    if not (np.all(np.isfinite(slopes)) and np.all(slopes != 0) and np.all(np.isfinite(intercepts))):
+    if not (
+        np.all(np.isfinite(slopes)) and np.all(slopes != 0) and np.all(np.isfinite(intercepts))
+    ):
         raise ImageError(path, "invalid rescale slope/intercept (zero or not finite)")
     return slopes, intercepts, ""
 
@@ -198,14 +216,20 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pixels = np.asarray(dataset.pixel_array)
-        return pixels.astype(pixels.dtype.newbyteorder("=")) if pixels.dtype.byteorder == ">" else pixels
+        return (
+            pixels.astype(pixels.dtype.newbyteorder("="))
+            if pixels.dtype.byteorder == ">"
+            else pixels
+        )
     except NotImplementedError as error:
         raise ImageError(
             path, f"no decoder installed for transfer syntax {transfer_syntax.name}: {error}"
         ) from None
     except Exception as error:  # decoders raise many types; each is one clear line for the user
         reason = " ".join(line.strip() for line in str(error).splitlines()) or type(error).__name__
-        raise ImageError(path, f"cannot decode pixel data ({transfer_syntax.name}): {reason}") from None
+        raise ImageError(
+            path, f"cannot decode pixel data ({transfer_syntax.name}): {reason}"
+        ) from None
 
 
 def _padding_mask(dataset: Dataset, stored: np.ndarray) -> np.ndarray | None:
@@ -377,7 +401,9 @@ def series_key(path: Path) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            header = pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]
+            )
         return str(header.get("SeriesInstanceUID", "")) or None
     except Exception:
         return None
@@ -396,13 +422,17 @@ def describe_derivation(derivation: dict[str, Any]) -> str:
     method = derivation.get("method", "unknown")
     parameters = derivation.get("parameters", {})
     listed = ", ".join(f"{key}={value}" for key, value in parameters.items())
-    text = f"Denoised by meddenoise {__version__}: method {method}" + (f" ({listed})" if listed else "")
+    text = f"Denoised by meddenoise {__version__}: method {method}" + (
+        f" ({listed})" if listed else ""
+    )
     return text[:1024]
 
 
 def _set_derived_type(values: Any) -> list[str]:
-    existing = list(values) if isinstance(values, (list, pydicom.multival.MultiValue)) else (
-        [str(values)] if values else []
+    existing = (
+        list(values)
+        if isinstance(values, (list, pydicom.multival.MultiValue))
+        else ([str(values)] if values else [])
     )
     return ["DERIVED", "SECONDARY", *existing[2:]]
 
@@ -439,8 +469,12 @@ def _derived_dataset(
         derived.LossyImageCompression = "01"
     for group_keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         for group in derived.get(group_keyword, []):
-            for frame_type_keyword in ("CTImageFrameTypeSequence", "MRImageFrameTypeSequence",
-                                       "XRayFrameTypeSequence", "PETFrameTypeSequence"):
+            for frame_type_keyword in (
+                "CTImageFrameTypeSequence",
+                "MRImageFrameTypeSequence",
+                "XRayFrameTypeSequence",
+                "PETFrameTypeSequence",
+            ):
                 for item in group.get(frame_type_keyword, []):
                     if "FrameType" in item:
                         item.FrameType = _set_derived_type(item.FrameType)
@@ -449,10 +483,14 @@ def _derived_dataset(
     if colour:
         derived.PhotometricInterpretation = "RGB"
         derived.PlanarConfiguration = 0
-    derived.PixelData = np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"))).tobytes()
+    derived.PixelData = np.ascontiguousarray(
+        pixels.astype(pixels.dtype.newbyteorder("<"))
+    ).tobytes()
     derived["PixelData"].VR = "OB" if int(source.BitsAllocated) == 8 else "OW"
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = source.file_meta.get("MediaStorageSOPClassUID", source.SOPClassUID)
+    meta.MediaStorageSOPClassUID = source.file_meta.get(
+        "MediaStorageSOPClassUID", source.SOPClassUID
+    )
     meta.MediaStorageSOPInstanceUID = instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     derived.file_meta = meta
@@ -467,7 +505,9 @@ def write_dicom(image: Image, path: Path) -> WriteReport:
     if image.meta.layout in ("grey", "colour"):
         values = values[np.newaxis]
     shape = (-1,) + (1,) * (values.ndim - 1)
-    stored_values = (values.astype(np.float64) - details.intercepts.reshape(shape)) / details.slopes.reshape(shape)
+    stored_values = (
+        values.astype(np.float64) - details.intercepts.reshape(shape)
+    ) / details.slopes.reshape(shape)
     low, high = stored_limits(details.datasets[0])
     stored, clipped_low, clipped_high = quantise(stored_values, details.stored_dtype, low, high)
     series_uid = generate_uid()
@@ -483,6 +523,8 @@ def write_dicom(image: Image, path: Path) -> WriteReport:
         pixels = chunk[0] if chunk.shape[0] == 1 else chunk
         derived = _derived_dataset(source, pixels, details, series_uid, description)
         with atomic_output(target) as handle:
-            pydicom.dcmwrite(handle, derived, enforce_file_format=True, implicit_vr=False, little_endian=True)
+            pydicom.dcmwrite(
+                handle, derived, enforce_file_format=True, implicit_vr=False, little_endian=True
+            )
         written.append(target)
     return WriteReport(tuple(written), clipped_low, clipped_high)

@@ -59,7 +59,14 @@ def read_nifti(path: Path, *, max_pixels: int | None) -> Image:
         inter = float(proxy.inter)
     except ImageError:
         raise
-    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as error:
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        gzip.BadGzipFile,
+        nib.filebasedimages.ImageFileError,
+    ) as error:
         raise ImageError(path, f"cannot read NIfTI: {error}") from None
     if not (np.isfinite(slope) and slope != 0):
         slope = 1.0
@@ -109,7 +116,11 @@ def write_nifti(image: Image, path: Path) -> WriteReport:
     else:
         reject_non_finite(path, raw)
         stored = raw.astype(details.stored_dtype)
-        if details.slope == 1.0 and details.inter == 0.0 and image.array.dtype == details.stored_dtype:
+        if (
+            details.slope == 1.0
+            and details.inter == 0.0
+            and image.array.dtype == details.stored_dtype
+        ):
             stored = image.array
     header = details.header.copy()
     header.set_data_dtype(details.stored_dtype)

@@ -89,7 +89,9 @@ def read_pillow(path: Path, file_format: str, *, max_pixels: int | None) -> Imag
                 if mode in ("P", "PA"):
                     raise ImageError(path, "palette images are not supported (convert to RGB)")
                 if mode in ("LA", "RGBA", "La", "RGBa"):
-                    raise ImageError(path, f"images with an alpha channel ({mode}) are not supported")
+                    raise ImageError(
+                        path, f"images with an alpha channel ({mode}) are not supported"
+                    )
                 if mode not in ("L", "I;16", "I;16B", "I;16L", "I", "RGB", "1"):
                     raise ImageError(path, f"unsupported pixel mode {mode!r}")
                 picture.load()
@@ -107,7 +109,9 @@ def read_pillow(path: Path, file_format: str, *, max_pixels: int | None) -> Imag
         array = array.astype(np.uint16)
     elif array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("="))
-    return _image_from_array(np.ascontiguousarray(array), path, file_format, _layout_for(array, path))
+    return _image_from_array(
+        np.ascontiguousarray(array), path, file_format, _layout_for(array, path)
+    )
 
 
 def read_tiff(path: Path, *, max_pixels: int | None) -> Image:
@@ -158,7 +162,9 @@ def write_raster(image: Image, path: Path, file_format: str) -> WriteReport:
         photometric = image.meta.details.get(
             "photometric", "rgb" if image.meta.layout == "colour" else "minisblack"
         )
-        atomic_write_with(path, lambda target: tifffile.imwrite(target, stored, photometric=photometric))
+        atomic_write_with(
+            path, lambda target: tifffile.imwrite(target, stored, photometric=photometric)
+        )
     else:
         if stored.dtype not in (np.uint8, np.uint16) or (
             file_format == "jpeg" and stored.dtype != np.uint8

@@ -1,0 +1,388 @@
+"""The `meddenoise` command: thin commands, each parsing arguments and calling library functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from meddenoise.io import DEFAULT_MAX_PIXELS, ImageError, read_image, write_image
+
+app = typer.Typer(
+    name="meddenoise",
+    help="Denoise medical images (DICOM, NIfTI, 16-bit PNG/TIFF, JPEG) and measure the result.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+logger = logging.getLogger("meddenoise")
+
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        help="Refuse images with more pixels than this (guards against decompression bombs).",
+    ),
+]
+Window = Annotated[
+    str | None,
+    typer.Option(
+        "--window",
+        help="Map this window, CENTER,WIDTH in modality units (e.g. 40,400 HU), to [0, 1] "
+        "instead of the image's own range.",
+    ),
+]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def _parse_window(window: str | None) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    try:
+        center, width = (float(part) for part in window.split(","))
+    except ValueError:
+        raise typer.BadParameter("expected CENTER,WIDTH, e.g. 40,400", param_hint="--window") from None
+    if width <= 0:
+        raise typer.BadParameter("window width must be positive", param_hint="--window")
+    return center, width
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: a file, or a folder holding one DICOM series, and where its output goes."""
+
+    source: Path
+    output: Path
+
+
+def _is_candidate(path: Path) -> bool:
+    from meddenoise.io import SUFFIX_FORMATS
+
+    name = path.name.lower()
+    if name.startswith("."):
+        return False
+    if name.endswith(".nii.gz") or path.suffix.lower() in SUFFIX_FORMATS:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _folder_jobs(folder: Path, outdir: Path) -> list[Job]:
+    """Every image under `folder`, mirrored under `outdir`; slices of one DICOM series are one job.
+
+    The output folder is never scanned, even when it lies inside the input folder.
+    """
+    from meddenoise.io.dicom import series_key
+
+    resolved_outdir = outdir.resolve()
+    jobs: list[Job] = []
+    directories = [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]
+    for directory in directories:
+        resolved = directory.resolve()
+        if resolved == resolved_outdir or resolved_outdir in resolved.parents:
+            continue
+        if any(part.startswith(".") for part in directory.relative_to(folder).parts):
+            continue
+        files = sorted(p for p in directory.iterdir() if p.is_file() and _is_candidate(p))
+        relative = directory.relative_to(folder)
+        series: dict[str, list[Path]] = {}
+        for path in files:
+            if path.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".nii", ".gz"):
+                jobs.append(Job(path, outdir / folder.name / relative / path.name))
+                continue
+            key = series_key(path)
+            series.setdefault(key or f"unreadable:{path.name}", []).append(path)
+        for members in series.values():
+            # A series of several files is one volume only when it is the folder's only series.
+            if len(members) > 1 and len(series) == 1:
+                jobs.append(Job(directory, outdir / folder.name / relative))
+            else:
+                jobs.extend(Job(path, outdir / folder.name / relative / path.name) for path in members)
+    return jobs
+
+
+def collect_jobs(inputs: list[Path], outdir: Path) -> tuple[list[Job], list[str]]:
+    """Expand files and folders into jobs; return (jobs, problems found while collecting)."""
+    jobs: list[Job] = []
+    problems: list[str] = []
+    for source in inputs:
+        if source.is_dir():
+            jobs.extend(_folder_jobs(source, outdir))
+        elif source.exists():
+            jobs.append(Job(source, outdir / source.name))
+        else:
+            problems.append(f"{source}: no such file or folder")
+    return jobs, problems
+
+
+def _process_batch(
+    jobs: list[Job],
+    problems: list[str],
+    work: typer.models.CallbackParam | object,
+    *,
+    verb: str,
+    outdir: Path,
+) -> None:
+    """Run `work(job)` for every job, keep going past failures, print a summary, set the exit code."""
+    from tqdm import tqdm
+
+    failures = list(problems)
+    seen_outputs: set[Path] = set()
+    done = 0
+    all_inputs = [job.source.resolve() for job in jobs]
+    for job in tqdm(jobs, desc=verb, unit="image", disable=not sys.stderr.isatty(), file=sys.stderr):
+        try:
+            target = job.output.resolve()
+            if target in seen_outputs:
+                raise ImageError(job.source, f"another input already writes {job.output}")
+            if target in all_inputs:
+                raise ImageError(job.output, "refusing to overwrite an input file")
+            seen_outputs.add(target)
+            clipped = work(job)  # type: ignore[operator]
+            if clipped:
+                typer.echo(
+                    f"warning: {job.output}: {clipped:,} values were clipped into the stored range",
+                    err=True,
+                )
+            done += 1
+        except (ImageError, ValueError, OSError, RuntimeError, TypeError) as error:
+            message = str(error) if isinstance(error, ImageError) else f"{job.source}: {error}"
+            failures.append(message.replace("\n", " "))
+            _fail(message.replace("\n", " "))
+    typer.echo(f"{verb}: {done} written to {outdir}, {len(failures)} failed")
+    if failures:
+        for failure in failures:
+            typer.echo(f"  failed: {failure}", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def denoise(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
+    outdir: Annotated[Path, typer.Option("-o", "--output", help="Output folder (required).")],
+    method: Annotated[
+        str, typer.Option("--method", "-m", help="Method name (see `meddenoise methods`).")
+    ] = "default",
+    sigma: Annotated[
+        float | None,
+        typer.Option(help="Noise level in 0-255 units of the mapped range (25 means 25/255); "
+        "estimated when omitted."),
+    ] = None,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    window: Window = None,
+) -> None:
+    """Denoise files or folders; outputs keep their format and file name under OUTPUT."""
+    from meddenoise.pipeline import denoise_image, make_method
+
+    if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
+        raise typer.BadParameter("must be >= 0", param_hint="--sigma")
+    parsed_window = _parse_window(window)
+    try:
+        make_method(method, sigma=None, colour=False)
+    except ValueError as error:
+        _fail(str(error))
+        raise typer.Exit(code=2) from None
+    jobs, problems = collect_jobs(inputs, outdir)
+
+    def work(job: Job) -> int:
+        image = read_image(job.source, max_pixels=max_pixels, window=parsed_window)
+        denoiser = make_method(
+            method,
+            sigma=None if sigma is None else sigma / 255.0,
+            colour=image.meta.layout in ("colour", "colour_frames"),
+        )
+        return write_image(denoise_image(image, denoiser), job.output).clipped
+
+    _process_batch(jobs, problems, work, verb="denoised", outdir=outdir)
+
+
+NOISE_CHOICES = ["gaussian", "poisson", "poisson-gaussian", "low-dose-ct", "speckle", "salt-and-pepper"]
+
+
+def build_noise_model(
+    noise: str,
+    *,
+    sigma: float | None,
+    photons: float | None,
+    read_noise: float | None,
+    dose_fraction: float | None,
+    amount: float | None,
+) -> object:
+    """The noise model named `noise` from command-line units (sigma in 0-255 of the mapped range)."""
+    from meddenoise import noise as noise_models
+
+    def need(value: float | None, flag: str) -> float:
+        if value is None:
+            raise typer.BadParameter(f"--noise {noise} needs {flag}")
+        return value
+
+    if noise == "gaussian":
+        return noise_models.GaussianNoise(sigma=need(sigma, "--sigma") / 255.0)
+    if noise == "poisson":
+        return noise_models.PoissonNoise(photons=need(photons, "--photons"))
+    if noise == "poisson-gaussian":
+        return noise_models.PoissonGaussianNoise(
+            photons=need(photons, "--photons"), read_noise=need(read_noise, "--read-noise")
+        )
+    if noise == "low-dose-ct":
+        return noise_models.LowDoseCT(dose_fraction=need(dose_fraction, "--dose-fraction"))
+    if noise == "speckle":
+        return noise_models.SpeckleNoise(sigma=need(sigma, "--sigma") / 255.0)
+    if noise == "salt-and-pepper":
+        return noise_models.SaltAndPepperNoise(amount=need(amount, "--amount"))
+    raise typer.BadParameter(f"unknown noise {noise!r}; choose from {', '.join(NOISE_CHOICES)}")
+
+
+@app.command()
+def simulate(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A clean image file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Noisy copy (same format).")],
+    noise: Annotated[str, typer.Option(help=f"One of: {', '.join(NOISE_CHOICES)}.")],
+    sigma: Annotated[
+        float | None, typer.Option(help="Gaussian/speckle std in 0-255 units of the mapped range.")
+    ] = None,
+    photons: Annotated[float | None, typer.Option(help="Photons at full scale (Poisson).")] = None,
+    read_noise: Annotated[
+        float | None, typer.Option(help="Read-noise std in [0, 1] units (Poisson-Gaussian).")
+    ] = None,
+    dose_fraction: Annotated[
+        float | None, typer.Option(help="Dose relative to full dose, e.g. 0.25 (low-dose CT).")
+    ] = None,
+    amount: Annotated[
+        float | None, typer.Option(help="Fraction of pixels hit (salt-and-pepper).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same noise.")] = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    window: Window = None,
+) -> None:
+    """Write a noisy copy of INPUT in the same format (a DICOM stays a valid DICOM)."""
+    from meddenoise.pipeline import transform_image
+
+    try:
+        model = build_noise_model(
+            noise, sigma=sigma, photons=photons, read_noise=read_noise,
+            dose_fraction=dose_fraction, amount=amount,
+        )
+    except ValueError as error:
+        _fail(str(error))
+        raise typer.Exit(code=2) from None
+    generator = np.random.default_rng(seed)
+    parameters = {"noise": noise, "seed": seed, **{
+        key: value for key, value in vars(model).items() if not key.startswith("_")
+    }}
+
+    def work(job: Job) -> int:
+        image = read_image(job.source, max_pixels=max_pixels, window=_parse_window(window))
+        noisy = transform_image(
+            image,
+            lambda clean: model(clean, generator),  # type: ignore[operator]
+            method="simulated noise",
+            parameters=parameters,
+        )
+        return write_image(noisy, job.output).clipped
+
+    if not input_path.is_file():
+        _fail(f"{input_path}: no such file")
+        raise typer.Exit(code=1)
+    _process_batch([Job(input_path, output)], [], work, verb="simulated", outdir=output.parent)
+
+
+def _metric_arrays(array: np.ndarray, layout: str) -> np.ndarray:
+    # The metrics take 2-D, RGB and 3-D arrays: 4-D layouts are stacked along the first axis.
+    if layout == "volumes":
+        return array.reshape(-1, *array.shape[2:])
+    if layout == "colour_frames":
+        return array.reshape(-1, *array.shape[2:])
+    return array
+
+
+@app.command()
+def evaluate(
+    reference: Annotated[Path, typer.Option(help="The clean reference image.")],
+    test: Annotated[Path, typer.Option(help="The image to score (e.g. a denoised one).")],
+    data_range: Annotated[
+        float | None,
+        typer.Option(help="Data range for PSNR/SSIM; default: the reference's max - min."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+) -> None:
+    """PSNR, SSIM and MSE of TEST against REFERENCE, in the reference's modality units."""
+    from meddenoise import metrics
+
+    try:
+        reference_image = read_image(reference, max_pixels=max_pixels)
+        test_image = read_image(test, max_pixels=max_pixels)
+        clean = _metric_arrays(np.asarray(reference_image.array, np.float64), reference_image.meta.layout)
+        scored = _metric_arrays(np.asarray(test_image.array, np.float64), test_image.meta.layout)
+        if clean.shape != scored.shape:
+            raise ValueError(f"shapes differ: reference {clean.shape}, test {scored.shape}")
+        used_range = float(clean.max() - clean.min()) if data_range is None else data_range
+        if not used_range > 0:
+            raise ValueError("data range is zero (constant reference); give --data-range")
+        result = {
+            "psnr": metrics.psnr(clean, scored, data_range=used_range),
+            "ssim": metrics.ssim(clean, scored, data_range=used_range),
+            "mse": metrics.mse(clean, scored),
+            "data_range": used_range,
+        }
+    except (ImageError, ValueError) as error:
+        _fail(str(error))
+        raise typer.Exit(code=1) from None
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"data range: {result['data_range']:g}")
+        typer.echo(f"PSNR: {result['psnr']:.3f} dB")
+        typer.echo(f"SSIM: {result['ssim']:.4f}")
+        typer.echo(f"MSE:  {result['mse']:.6g}")
+
+
+@app.command()
+def methods() -> None:
+    """List every denoising method with a one-line description."""
+    from meddenoise.pipeline import list_methods
+
+    for name, description in list_methods().items():
+        typer.echo(f"{name:<10} {description}")
+
+
+@app.command()
+def info(
+    file: Annotated[Path, typer.Argument(help="An image file or DICOM series folder.")],
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Modality, size, bit depth, photometric interpretation, transfer syntax, value range.
+
+    Never prints patient identifiers.
+    """
+    from meddenoise.io.describe import describe_image
+
+    try:
+        image = read_image(file, max_pixels=max_pixels)
+    except ImageError as error:
+        _fail(str(error))
+        raise typer.Exit(code=1) from None
+    for key, value in describe_image(image).items():
+        typer.echo(f"{key + ':':<22}{value}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

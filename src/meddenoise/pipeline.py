@@ -1,0 +1,131 @@
+"""One image from [0, 1] array or `Image` to denoised result: method choice, layouts, the way back.
+
+`denoise` is the stable Python entry point on arrays; `denoise_image` does the same for an `Image`
+read from a file and returns one ready to write in the source's format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meddenoise.io.base import Image
+from meddenoise.types import Denoiser, FloatArray, layout_of
+
+# Until pretrained networks ship (issue #4), "default" is the best always-installed classical
+# method, chosen on images outside the test split (docs/benchmarks.md, second table).
+DEFAULT_GREY_METHOD = "nlm"
+DEFAULT_COLOUR_METHOD = "nlm"
+
+
+def list_methods() -> dict[str, str]:
+    """Every method name with a one-line description, `default` first."""
+    from meddenoise.classical import available_methods
+
+    methods = {
+        "default": f"the recommended method: {DEFAULT_GREY_METHOD} for grey, "
+        f"{DEFAULT_COLOUR_METHOD} for colour"
+    }
+    methods.update(available_methods())
+    return methods
+
+
+def make_method(method: str | os.PathLike[str], *, sigma: float | None, colour: bool) -> Denoiser:
+    """Build the denoiser named `method` (or stored at that checkpoint path) for one image.
+
+    `sigma` is the noise standard deviation in [0, 1] units, None to estimate it.
+    """
+    from meddenoise.classical import METHODS, make_denoiser
+
+    name = os.fspath(method)
+    if name == "default":
+        name = DEFAULT_COLOUR_METHOD if colour else DEFAULT_GREY_METHOD
+    if name in METHODS:
+        return make_denoiser(name, sigma=sigma)
+    if Path(name).suffix == ".safetensors" or Path(name).exists():
+        raise ValueError(
+            f"{name!r}: checkpoints are loaded by the neural denoisers, which this version "
+            "does not include yet"
+        )
+    known = ", ".join(["default", *METHODS])
+    raise ValueError(f"unknown method {name!r}; known methods: {known}")
+
+
+def _check_unit_array(image: np.ndarray) -> None:
+    if not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"expected a float image in [0, 1], got dtype {image.dtype}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError("image holds NaN or infinite values")
+
+
+def denoise(
+    image: FloatArray, *, method: str | os.PathLike[str] = "default", sigma: float | None = None
+) -> np.ndarray:
+    """Denoise a float image in [0, 1].
+
+    image : (H, W) grey, (H, W, 3) colour or (D, H, W) volume, float in [0, 1].
+    method : a name from `list_methods()` (or a checkpoint path, once neural models are present).
+    sigma : noise standard deviation in the same [0, 1] units; None estimates it.
+    Returns float32 of the same shape.
+    """
+    array = np.asarray(image)
+    _check_unit_array(array)
+    layout = layout_of(array)
+    if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    denoiser = make_method(method, sigma=sigma, colour=layout == "colour")
+    return np.asarray(denoiser(array.astype(np.float32, copy=False)), dtype=np.float32)
+
+
+def run_on_layout(
+    denoiser: Callable[[np.ndarray], np.ndarray], unit: np.ndarray, layout: str
+) -> np.ndarray:
+    """Apply `denoiser` to an array laid out as an `ImageMeta.layout` says.
+
+    Four-dimensional layouts (4-D NIfTI, colour cine loops) go one volume or frame at a time; a
+    volume whose width happens to be 3 goes slice by slice, so it is never mistaken for colour.
+    """
+    if layout in ("volumes", "colour_frames"):
+        return np.stack([denoiser(part) for part in unit])
+    if layout == "volume" and unit.shape[-1] == 3:
+        return np.stack([denoiser(part) for part in unit])
+    return denoiser(unit)
+
+
+def transform_image(
+    image: Image,
+    function: Callable[[np.ndarray], np.ndarray],
+    *,
+    method: str,
+    parameters: dict[str, Any],
+) -> Image:
+    """Apply a [0, 1] -> [0, 1] `function` to an `Image` in modality units; return a new `Image`.
+
+    The change is carried back with `IntensityMapping.apply_change`, so an identity function
+    returns the original values exactly; padding pixels come back unchanged.  `method` and
+    `parameters` are recorded for the output's DerivationDescription.
+    """
+    mapping = image.meta.mapping
+    unit = mapping.to_unit(image.array)
+    changed = np.asarray(run_on_layout(function, unit, image.meta.layout), dtype=np.float32)
+    if changed.shape != unit.shape:
+        raise RuntimeError(f"{method} changed the shape {unit.shape} -> {changed.shape}")
+    if not np.all(np.isfinite(changed)):
+        raise RuntimeError(f"{method} produced NaN or infinite values")
+    result = mapping.apply_change(image.array, unit, changed)
+    if image.meta.keep_mask is not None:
+        result[image.meta.keep_mask] = image.array[image.meta.keep_mask]
+    meta = dataclasses.replace(image.meta, derivation={"method": method, "parameters": parameters})
+    return Image(array=result, meta=meta)
+
+
+def denoise_image(image: Image, denoiser: Denoiser) -> Image:
+    """Denoise an `Image` read from a file; the result is ready for `write_image`."""
+    return transform_image(
+        image, denoiser, method=denoiser.name, parameters=dict(denoiser.parameters)
+    )

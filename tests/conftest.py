@@ -1,0 +1,46 @@
+"""Shared fixtures: real DICOM files from pydicom and pydicom-data (never downloaded)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+
+def data_file(name: str) -> Path:
+    """Path of a file shipped by pydicom or pydicom-data; fails (never downloads) if missing."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.fail(f"test file {name} is not installed (pip install pydicom-data)")
+    return Path(path)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool; skipped on a user's machine without it, a failure under CI=true."""
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{name} is required in CI (.ci/run installs it)")
+        pytest.skip(f"{name} not installed")
+    return found
+
+
+@pytest.fixture
+def copy_of(tmp_path: Path):
+    """Copy a test-data file into tmp_path so tests can check it stays byte-identical."""
+
+    def make(name: str) -> Path:
+        target = tmp_path / "inputs" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data_file(name), target)
+        return target
+
+    return make
