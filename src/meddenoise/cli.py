@@ -50,7 +50,9 @@ def _parse_window(window: str | None) -> tuple[float, float] | None:
     try:
         center, width = (float(part) for part in window.split(","))
     except ValueError:
-        raise typer.BadParameter("expected CENTER,WIDTH, e.g. 40,400", param_hint="--window") from None
+        raise typer.BadParameter(
+            "expected CENTER,WIDTH, e.g. 40,400", param_hint="--window"
+        ) from None
     if width <= 0:
         raise typer.BadParameter("window width must be positive", param_hint="--window")
     return center, width
@@ -110,7 +112,9 @@ def _folder_jobs(folder: Path, outdir: Path) -> list[Job]:
             if len(members) > 1 and len(series) == 1:
                 jobs.append(Job(directory, outdir / folder.name / relative))
             else:
-                jobs.extend(Job(path, outdir / folder.name / relative / path.name) for path in members)
+                jobs.extend(
+                    Job(path, outdir / folder.name / relative / path.name) for path in members
+                )
     return jobs
 
 
@@ -136,14 +140,16 @@ def _process_batch(
     verb: str,
     outdir: Path,
 ) -> None:
-    """Run `work(job)` for every job, keep going past failures, print a summary, set the exit code."""
+    """Run `work(job)` for every job, keep going past failures, summarise, set the exit code."""
     from tqdm import tqdm
 
     failures = list(problems)
     seen_outputs: set[Path] = set()
     done = 0
     all_inputs = [job.source.resolve() for job in jobs]
-    for job in tqdm(jobs, desc=verb, unit="image", disable=not sys.stderr.isatty(), file=sys.stderr):
+    for job in tqdm(
+        jobs, desc=verb, unit="image", disable=not sys.stderr.isatty(), file=sys.stderr
+    ):
         try:
             target = job.output.resolve()
             if target in seen_outputs:
@@ -171,15 +177,19 @@ def _process_batch(
 
 @app.command()
 def denoise(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Image files or folders.", show_default=False)
+    ],
     outdir: Annotated[Path, typer.Option("-o", "--output", help="Output folder (required).")],
     method: Annotated[
         str, typer.Option("--method", "-m", help="Method name (see `meddenoise methods`).")
     ] = "default",
     sigma: Annotated[
         float | None,
-        typer.Option(help="Noise level in 0-255 units of the mapped range (25 means 25/255); "
-        "estimated when omitted."),
+        typer.Option(
+            help="Noise level in 0-255 units of the mapped range (25 means 25/255); "
+            "estimated when omitted."
+        ),
     ] = None,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     window: Window = None,
@@ -209,7 +219,14 @@ def denoise(
     _process_batch(jobs, problems, work, verb="denoised", outdir=outdir)
 
 
-NOISE_CHOICES = ["gaussian", "poisson", "poisson-gaussian", "low-dose-ct", "speckle", "salt-and-pepper"]
+NOISE_CHOICES = [
+    "gaussian",
+    "poisson",
+    "poisson-gaussian",
+    "low-dose-ct",
+    "speckle",
+    "salt-and-pepper",
+]
 
 
 def build_noise_model(
@@ -221,7 +238,7 @@ def build_noise_model(
     dose_fraction: float | None,
     amount: float | None,
 ) -> object:
-    """The noise model named `noise` from command-line units (sigma in 0-255 of the mapped range)."""
+    """The noise model named `noise` from command-line units (sigma in 0-255 of the range)."""
     from meddenoise import noise as noise_models
 
     def need(value: float | None, flag: str) -> float:
@@ -273,16 +290,22 @@ def simulate(
 
     try:
         model = build_noise_model(
-            noise, sigma=sigma, photons=photons, read_noise=read_noise,
-            dose_fraction=dose_fraction, amount=amount,
+            noise,
+            sigma=sigma,
+            photons=photons,
+            read_noise=read_noise,
+            dose_fraction=dose_fraction,
+            amount=amount,
         )
     except ValueError as error:
         _fail(str(error))
         raise typer.Exit(code=2) from None
     generator = np.random.default_rng(seed)
-    parameters = {"noise": noise, "seed": seed, **{
-        key: value for key, value in vars(model).items() if not key.startswith("_")
-    }}
+    parameters = {
+        "noise": noise,
+        "seed": seed,
+        **{key: value for key, value in vars(model).items() if not key.startswith("_")},
+    }
 
     def work(job: Job) -> int:
         image = read_image(job.source, max_pixels=max_pixels, window=_parse_window(window))
@@ -326,7 +349,9 @@ def evaluate(
     try:
         reference_image = read_image(reference, max_pixels=max_pixels)
         test_image = read_image(test, max_pixels=max_pixels)
-        clean = _metric_arrays(np.asarray(reference_image.array, np.float64), reference_image.meta.layout)
+        clean = _metric_arrays(
+            np.asarray(reference_image.array, np.float64), reference_image.meta.layout
+        )
         scored = _metric_arrays(np.asarray(test_image.array, np.float64), test_image.meta.layout)
         if clean.shape != scored.shape:
             raise ValueError(f"shapes differ: reference {clean.shape}, test {scored.shape}")
@@ -378,6 +403,30 @@ def info(
         raise typer.Exit(code=1) from None
     for key, value in describe_image(image).items():
         typer.echo(f"{key + ':':<22}{value}")
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder for outputs and report.")
+    ] = Path("demo-output"),
+    method: Annotated[
+        str, typer.Option("--method", "-m", help="Method to demonstrate.")
+    ] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of the simulated noise.")] = 0,
+) -> None:
+    """Add realistic noise to real CT, CR and MR images, denoise them, and write a report."""
+    from meddenoise.demo import run_demo
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        report = run_demo(output, method=method, seed=seed)
+    except (ImageError, ValueError, RuntimeError) as error:
+        _fail(str(error))
+        raise typer.Exit(code=1) from None
+    typer.echo(f"report: {report}")
+    table = [line for line in report.read_text(encoding="utf-8").splitlines() if line[:1] == "|"]
+    typer.echo("\n".join(table))
 
 
 def main() -> None:

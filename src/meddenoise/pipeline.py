@@ -112,6 +112,10 @@ def transform_image(
     """
     mapping = image.meta.mapping
     unit = mapping.to_unit(image.array)
+    if image.meta.keep_mask is not None:
+        # Padding lies far outside the image's range; as the range's floor it cannot drag
+        # neighbouring pixels, and it is restored exactly below.
+        unit[image.meta.keep_mask] = 0.0
     changed = np.asarray(run_on_layout(function, unit, image.meta.layout), dtype=np.float32)
     if changed.shape != unit.shape:
         raise RuntimeError(f"{method} changed the shape {unit.shape} -> {changed.shape}")
