@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from meddenoise.cli import app
 
+from .conftest import data_file
+
 
 def test_demo_writes_outputs_and_a_report_where_denoising_helps(tmp_path):
     output = tmp_path / "demo-output"
@@ -28,4 +30,8 @@ def test_demo_writes_outputs_and_a_report_where_denoising_helps(tmp_path):
             written = pydicom.dcmread(output / folder / name)
             assert "DERIVED" in written.ImageType
     assert len(list((output / "figures").glob("*.png"))) == 3
-    assert "PatientName" not in report
+    for name in ("693_UNCR.dcm", "RG1_UNCR.dcm", "MR2_UNCR.dcm"):
+        source = pydicom.dcmread(data_file(name), stop_before_pixels=True)
+        for identifier in (str(source.get("PatientName", "")), str(source.get("PatientID", ""))):
+            if identifier.strip():
+                assert identifier not in report and identifier not in result.output

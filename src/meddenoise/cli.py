@@ -144,6 +144,8 @@ def _process_batch(
     from tqdm import tqdm
 
     failures = list(problems)
+    for problem in problems:
+        _fail(problem)
     seen_outputs: set[Path] = set()
     done = 0
     all_inputs = [job.source.resolve() for job in jobs]
@@ -168,10 +170,9 @@ def _process_batch(
             message = str(error) if isinstance(error, ImageError) else f"{job.source}: {error}"
             failures.append(message.replace("\n", " "))
             _fail(message.replace("\n", " "))
+    # Failures were reported one line each as they happened; the summary only counts them.
     typer.echo(f"{verb}: {done} written to {outdir}, {len(failures)} failed")
     if failures:
-        for failure in failures:
-            typer.echo(f"  failed: {failure}", err=True)
         raise typer.Exit(code=1)
 
 
@@ -368,7 +369,13 @@ def evaluate(
         _fail(str(error))
         raise typer.Exit(code=1) from None
     if as_json:
-        typer.echo(json.dumps(result))
+        # Identical images have infinite PSNR, which JSON cannot hold: null plus a flag.
+        identical = not np.isfinite(result["psnr"])
+        typer.echo(
+            json.dumps(
+                {**result, "psnr": None if identical else result["psnr"], "identical": identical}
+            )
+        )
     else:
         typer.echo(f"data range: {result['data_range']:g}")
         typer.echo(f"PSNR: {result['psnr']:.3f} dB")

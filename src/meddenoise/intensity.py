@@ -28,6 +28,8 @@ class IntensityMapping:
             raise ValueError(f"intensity range must be finite, got [{self.low}, {self.high}]")
         if self.high <= self.low:
             raise ValueError(f"intensity range is empty: high {self.high} <= low {self.low}")
+        if not np.isfinite(self.high - self.low):
+            raise ValueError(f"intensity range is too wide: [{self.low}, {self.high}]")
 
     @property
     def scale(self) -> float:
@@ -48,12 +50,13 @@ class IntensityMapping:
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError("image holds NaN or infinite values")
         if high <= low:
-            high = low + 1.0
+            # Width 1, or one representable step where low + 1 rounds back to low (|low| > 2**53).
+            high = max(low + 1.0, float(np.nextafter(low, np.inf)))
         return cls(low, high)
 
     @classmethod
     def from_window(cls, center: float, width: float) -> IntensityMapping:
-        """A display window as radiologists write it, e.g. center 40, width 400 (HU) for soft tissue."""
+        """A display window as radiologists write it, e.g. center 40, width 400 HU."""
         if not width > 0:
             raise ValueError(f"window width must be positive, got {width}")
         return cls(center - width / 2.0, center + width / 2.0)

@@ -27,6 +27,8 @@ class ImageError(Exception):
 
     def __init__(self, path: str | os.PathLike[str] | None, reason: str) -> None:
         self.path = Path(path) if path is not None else None
+        # One line, whatever a library's message holds (nibabel's span several).
+        reason = " ".join(line.strip() for line in str(reason).splitlines() if line.strip())
         self.reason = reason
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{where}{reason}")
@@ -74,7 +76,7 @@ class ImageMeta:
 
 @dataclass
 class Image:
-    """Pixels in modality units (HU for CT, stored values otherwise) plus what writing them needs."""
+    """Pixels in modality units (HU for CT, stored values otherwise) and what writing needs."""
 
     array: np.ndarray
     meta: ImageMeta
@@ -82,7 +84,7 @@ class Image:
 
 @dataclass(frozen=True)
 class WriteReport:
-    """What a writer did: where it wrote and how many values it had to clip into the stored range."""
+    """What a writer did: where it wrote, how many values it clipped into the stored range."""
 
     paths: tuple[Path, ...]
     clipped_low: int = 0
@@ -144,7 +146,7 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
 
 
 def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> None:
-    """Let `writer` write to a temporary path (for libraries that want a file name), then replace."""
+    """Let `writer` write a temporary path (for libraries that want a file name), then replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix="".join(path.suffixes), dir=path.parent
@@ -159,8 +161,18 @@ def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> None:
         raise
 
 
+def mapping_from_array(
+    path: str | os.PathLike[str] | None, array: np.ndarray, *, mask: np.ndarray | None = None
+) -> IntensityMapping:
+    """`IntensityMapping.from_array`, its ValueError (a range it cannot map) as an `ImageError`."""
+    try:
+        return IntensityMapping.from_array(array, mask=mask)
+    except ValueError as error:
+        raise ImageError(path, f"cannot map its values to [0, 1]: {error}") from None
+
+
 def reject_non_finite(path: str | os.PathLike[str] | None, array: np.ndarray) -> None:
-    """NaN or infinity in a float image is an error: no silent policy could be right for all users."""
+    """NaN or infinity in a float image is an error: no silent policy is right for all users."""
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise ImageError(path, f"holds {bad:,} NaN or infinite values; refusing to process it")

@@ -44,7 +44,9 @@ def describe_image(image: Image) -> dict[str, str]:
         facts["rescale"] = f"slope {slopes[0]:g}, intercept {intercepts[0]:g}"
         if "PixelPaddingValue" in dataset:
             facts["pixel padding value"] = str(dataset.PixelPaddingValue)
-        facts["lossy compressed"] = str(dataset.get("LossyImageCompression", "00")) == "01" and "yes" or "no"
+        facts["lossy compressed"] = (
+            "yes" if str(dataset.get("LossyImageCompression", "00")) == "01" else "no"
+        )
         for note in meta.details.notes:
             facts.setdefault("note", note)
     elif meta.format == "nifti":

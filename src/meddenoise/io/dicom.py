@@ -29,7 +29,6 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from meddenoise import __version__
-from meddenoise.intensity import IntensityMapping
 from meddenoise.io.base import (
     Image,
     ImageError,
@@ -37,6 +36,7 @@ from meddenoise.io.base import (
     WriteReport,
     atomic_output,
     check_pixel_limit,
+    mapping_from_array,
     quantise,
 )
 
@@ -124,7 +124,7 @@ def _header_int(path: Path, dataset: Dataset, keyword: str) -> int:
 def _check_header(
     path: Path, dataset: Dataset, max_pixels: int | None
 ) -> tuple[int, int, int, int]:
-    """Validate the image pixel module and the pixel limit; return (frames, rows, columns, samples)."""
+    """Check the image pixel module and the pixel limit; return (frames, rows, columns, samples)."""
     if "PixelData" not in dataset:
         if "FloatPixelData" in dataset or "DoubleFloatPixelData" in dataset:
             raise ImageError(path, "float pixel data (parametric maps) is not supported")
@@ -302,7 +302,7 @@ def _build_image(
         if layout == "grey":
             array = array[0]
             mask = mask[0] if mask is not None else None
-    mapping = IntensityMapping.from_array(array, mask=None if mask is None else ~mask)
+    mapping = mapping_from_array(path, array, mask=None if mask is None else ~mask)
     details = DicomDetails(
         datasets=[_strip_pixels(dataset) for dataset in datasets],
         file_names=file_names,

@@ -1,14 +1,12 @@
 """NIfTI-1/2 (`.nii`, `.nii.gz`): 2-D, 3-D and 4-D, with affine, header and scaling kept.
 
 NIfTI stores (X, Y, Z[, T]).  meddenoise's axis convention puts slices first, so the array is
-transposed to (Z, Y, X) or (T, Z, Y, X) on reading and back on writing.  The stored (unscaled) values
-and scl_slope / scl_inter are kept, so an identity round trip writes the same stored values.
+transposed to (Z, Y, X) or (T, Z, Y, X) on reading and back on writing.  The stored (unscaled)
+values and scl_slope / scl_inter are kept, so an identity round trip writes the same stored values.
 """
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from meddenoise.intensity import IntensityMapping
 from meddenoise.io.base import (
     Image,
     ImageError,
@@ -24,6 +21,7 @@ from meddenoise.io.base import (
     WriteReport,
     atomic_write_with,
     check_pixel_limit,
+    mapping_from_array,
     quantise,
     reject_non_finite,
 )
@@ -59,15 +57,10 @@ def read_nifti(path: Path, *, max_pixels: int | None) -> Image:
         inter = float(proxy.inter)
     except ImageError:
         raise
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        zlib.error,
-        gzip.BadGzipFile,
-        nib.filebasedimages.ImageFileError,
-    ) as error:
-        raise ImageError(path, f"cannot read NIfTI: {error}") from None
+    except Exception as error:
+        # nibabel parses untrusted bytes and raises more than the I/O errors on corrupt files:
+        # HeaderDataError, OverflowError (a negative mmap length), zlib.error, EOFError, ...
+        raise ImageError(path, f"cannot read NIfTI: {str(error) or type(error).__name__}") from None
     if not (np.isfinite(slope) and slope != 0):
         slope = 1.0
     if not np.isfinite(inter):
@@ -79,7 +72,12 @@ def read_nifti(path: Path, *, max_pixels: int | None) -> Image:
         stored = stored.astype(stored.dtype.newbyteorder("="))
     reject_non_finite(path, stored)
     identity_scaling = slope == 1.0 and inter == 0.0
-    array = stored if identity_scaling else stored.astype(np.float64) * slope + inter
+    if identity_scaling:
+        array = stored
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = stored.astype(np.float64) * slope + inter
+        reject_non_finite(path, array)  # scaling can overflow float64
     stored_range = None
     if np.issubdtype(stored.dtype, np.integer):
         info = np.iinfo(stored.dtype)
@@ -97,7 +95,7 @@ def read_nifti(path: Path, *, max_pixels: int | None) -> Image:
         meta=ImageMeta(
             format="nifti",
             layout=LAYOUTS[stored.ndim],  # type: ignore[arg-type]
-            mapping=IntensityMapping.from_array(array),
+            mapping=mapping_from_array(path, array),
             source=path,
             stored_range=stored_range,
             details=details,

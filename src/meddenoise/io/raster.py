@@ -15,7 +15,6 @@ import numpy as np
 import PIL.Image
 import tifffile
 
-from meddenoise.intensity import IntensityMapping
 from meddenoise.io.base import (
     Image,
     ImageError,
@@ -24,6 +23,7 @@ from meddenoise.io.base import (
     atomic_output,
     atomic_write_with,
     check_pixel_limit,
+    mapping_from_array,
     quantise,
     reject_non_finite,
 )
@@ -65,7 +65,7 @@ def _image_from_array(array: np.ndarray, path: Path, file_format: str, layout: s
         meta=ImageMeta(
             format=file_format,
             layout=layout,  # type: ignore[arg-type]
-            mapping=IntensityMapping.from_array(array),
+            mapping=mapping_from_array(path, array),
             source=path,
             stored_range=_stored_range(array.dtype),
             details={"dtype": array.dtype.str},
@@ -127,8 +127,12 @@ def read_tiff(path: Path, *, max_pixels: int | None) -> Image:
             photometric = series.keyframe.photometric
     except ImageError:
         raise
-    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as error:
-        raise ImageError(path, f"cannot decode TIFF: {error}") from None
+    except Exception as error:
+        # tifffile parses untrusted bytes and, on corrupt or truncated files, raises far more than
+        # TiffFileError (struct.error, zlib.error, ZeroDivisionError, TypeError, AssertionError...).
+        raise ImageError(
+            path, f"cannot decode TIFF: {str(error) or type(error).__name__}"
+        ) from None
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("="))
     if photometric == tifffile.PHOTOMETRIC.PALETTE:
