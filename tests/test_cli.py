@@ -621,3 +621,28 @@ def test_info_over_max_pixels(tmp_path: Path) -> None:
 
     assert result.exit_code == 1
     assert "--max-pixels" in result.stderr
+
+
+def test_patient_identifiers_never_reach_the_output(tmp_path: Path) -> None:
+    import pydicom
+
+    from .conftest import data_file
+
+    good = pydicom.dcmread(data_file("CT_small.dcm"))
+    good.PatientName = "Secretname^Jane"
+    good.PatientID = "SECRETID42"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good.save_as(folder / "good.dcm")
+    broken = good.copy()
+    broken.PixelData = broken.PixelData[:100]
+    broken.save_as(folder / "broken.dcm")
+
+    denoised = run("denoise", folder / "good.dcm", folder / "broken.dcm", "-o", tmp_path / "out")
+    described = run("info", folder / "good.dcm")
+    failed_info = run("info", folder / "broken.dcm")
+
+    assert denoised.exit_code != 0
+    assert "broken.dcm" in denoised.output
+    for result in (denoised, described, failed_info):
+        assert "Secretname" not in result.output and "SECRETID42" not in result.output

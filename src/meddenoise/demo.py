@@ -67,9 +67,10 @@ def run_demo(output: Path, *, method: str = "default", seed: int = 0) -> Path:
     for case in DEMO_CASES:
         source = _demo_file(case.file_name)
         clean = read_image(source)
+        noise_model = case.noise
         noisy_image = transform_image(
             clean,
-            lambda unit, model=case.noise: model(unit, generator),
+            lambda unit: noise_model(unit, generator),  # noqa: B023 - used at once
             method="simulated noise",
             parameters={"noise": case.noise_label, "seed": seed},
         )

@@ -145,7 +145,7 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> None:
+def atomic_write_with(path: Path, writer: Callable[[Path], object]) -> None:
     """Let `writer` write a temporary path (for libraries that want a file name), then replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(

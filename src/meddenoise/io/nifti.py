@@ -46,7 +46,7 @@ def _to_convention(data: np.ndarray) -> np.ndarray:
 
 def read_nifti(path: Path, *, max_pixels: int | None) -> Image:
     try:
-        loaded = nib.load(str(path))
+        loaded: Any = nib.load(str(path))
         shape = tuple(int(size) for size in loaded.shape)
         if len(shape) not in LAYOUTS:
             raise ImageError(path, f"NIfTI with {len(shape)} dimensions is not supported (2-4)")
