@@ -646,3 +646,52 @@ def test_patient_identifiers_never_reach_the_output(tmp_path: Path) -> None:
     assert "broken.dcm" in denoised.output
     for result in (denoised, described, failed_info):
         assert "Secretname" not in result.output and "SECRETID42" not in result.output
+
+
+def test_denoise_a_series_folder_writes_one_derived_series(tmp_path: Path) -> None:
+    import pydicom
+
+    from .test_io_dicom import make_series
+
+    folder = tmp_path / "series"
+    make_series(folder)
+
+    result = run("denoise", folder, "-o", tmp_path / "out", "--method", "median")
+
+    assert result.exit_code == 0, result.output
+    written = sorted((tmp_path / "out" / "series").iterdir())
+    assert [path.name for path in written] == sorted(path.name for path in folder.iterdir())
+    assert len({pydicom.dcmread(path).SeriesInstanceUID for path in written}) == 1
+
+
+def test_denoise_signal_dependent_noise_through_the_anscombe_transform(tmp_path: Path) -> None:
+    from meddenoise.noise import PoissonGaussianNoise
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:96, 0:96]
+    clean = 0.2 + 0.6 * (np.sin(x / 9.0) * np.cos(y / 7.0) * 0.5 + 0.5)
+    noisy = PoissonGaussianNoise(photons=200.0, read_noise=0.01)(clean, rng)
+    # The mapped range must be [0, 1] for the photon count to mean what it says: store 0..65535.
+    stored = np.clip(np.rint(noisy * 65535), 0, 65535).astype(np.uint16)
+    stored[0, 0], stored[-1, -1] = 0, 65535
+    PIL.Image.fromarray(stored).save(tmp_path / "xray.png")
+
+    result = run(
+        "denoise",
+        tmp_path / "xray.png",
+        "-o",
+        tmp_path / "out",
+        "--method",
+        "nlm",
+        "--photons",
+        "200",
+        "--read-noise",
+        "0.01",
+    )
+
+    assert result.exit_code == 0, result.output
+    denoised = read_image(tmp_path / "out" / "xray.png").array / 65535.0
+    inner = slice(2, -2)
+    error_before = np.mean((noisy[inner, inner] - clean[inner, inner]) ** 2)
+    error_after = np.mean((denoised[inner, inner] - clean[inner, inner]) ** 2)
+    assert error_after < error_before / 3

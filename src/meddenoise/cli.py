@@ -192,6 +192,16 @@ def denoise(
             "estimated when omitted."
         ),
     ] = None,
+    photons: Annotated[
+        float | None,
+        typer.Option(
+            help="Signal-dependent (X-ray) noise: photons at full scale of the mapped "
+            "range; wraps the method in a generalised Anscombe transform."
+        ),
+    ] = None,
+    read_noise: Annotated[
+        float, typer.Option(help="Read-noise std in [0, 1] units, with --photons.")
+    ] = 0.0,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     window: Window = None,
 ) -> None:
@@ -202,7 +212,7 @@ def denoise(
         raise typer.BadParameter("must be >= 0", param_hint="--sigma")
     parsed_window = _parse_window(window)
     try:
-        make_method(method, sigma=None, colour=False)
+        make_method(method, sigma=None, colour=False, photons=photons, read_noise=read_noise)
     except ValueError as error:
         _fail(str(error))
         raise typer.Exit(code=2) from None
@@ -214,6 +224,8 @@ def denoise(
             method,
             sigma=None if sigma is None else sigma / 255.0,
             colour=image.meta.layout in ("colour", "colour_frames"),
+            photons=photons,
+            read_noise=read_noise,
         )
         return write_image(denoise_image(image, denoiser), job.output).clipped
 

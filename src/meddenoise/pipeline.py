@@ -35,12 +35,27 @@ def list_methods() -> dict[str, str]:
     return methods
 
 
-def make_method(method: str | os.PathLike[str], *, sigma: float | None, colour: bool) -> Denoiser:
+def make_method(
+    method: str | os.PathLike[str],
+    *,
+    sigma: float | None,
+    colour: bool,
+    photons: float | None = None,
+    read_noise: float = 0.0,
+) -> Denoiser:
     """Build the denoiser named `method` (or stored at that checkpoint path) for one image.
 
-    `sigma` is the noise standard deviation in [0, 1] units, None to estimate it.
+    `sigma` is the noise standard deviation in [0, 1] units, None to estimate it.  For
+    signal-dependent (X-ray) noise give `photons` at full scale and `read_noise` (std in [0, 1]
+    units): the method then runs inside a generalised Anscombe transform, and `sigma` is unused.
     """
-    from meddenoise.classical import METHODS, make_denoiser
+    from meddenoise.classical import METHODS, GeneralizedAnscombe, make_denoiser
+
+    if photons is not None:
+        if not (np.isfinite(photons) and photons > 0):
+            raise ValueError(f"photons must be a positive number, got {photons}")
+        inner = make_method(method, sigma=None, colour=colour)
+        return GeneralizedAnscombe(inner=inner, gain=1.0 / photons, sigma=read_noise)
 
     name = os.fspath(method)
     if name == "default":
