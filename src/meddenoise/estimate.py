@@ -1,0 +1,172 @@
+"""Blind estimation of the noise level of an image.
+
+Two estimators of the standard deviation of additive white Gaussian noise:
+
+- ``"pca"`` (the default): Chen, Zhu & Heng, "An Efficient Statistical Method for Image Noise Level
+  Estimation", ICCV 2015.  The covariance of all 8 x 8 patches has a few large eigenvalues (image
+  structure) and a tail of equal ones (white noise); the noise variance is the mean of the longest
+  tail whose mean is also its median.
+- ``"mad"``: Donoho's median absolute deviation of the finest diagonal (HH) db2 wavelet band, the
+  estimator of ``skimage.restoration.estimate_sigma``.
+
+Measured on 0.1-99.9 percentile-normalised CT/CR/MR crops at sigma 5-50/255 (docs/benchmarks.md),
+PCA was the more accurate (mean |relative error| 0.6% vs 0.8% on 256 x 256 crops, 2.1% vs 3.5% on
+64 x 64); MAD was less fooled by the fine texture of a natural photograph (camera at 5/255: +26% vs
++62%).  Both ignore noise-free regions (constant padding outside a CT field of view, which otherwise
+dragged both estimates down by 20-77%).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pywt
+
+from meddenoise.types import FloatArray, layout_of
+
+__all__ = ["estimate_sigma", "mad_sigma", "pca_sigma"]
+
+EstimatorName = Literal["pca", "mad"]
+
+PATCH_SIZE = 8
+# All patches are used up to this many; above it the sampling stride widens.  200k 64-dim patches
+# estimate a 64 x 64 covariance far more precisely than the estimator's own bias, and the cap keeps
+# a 4000 x 4000 radiograph well under a second.  (The authors' stride of 3 leaves a 64 x 64 crop
+# only 361 patches: the sample eigenvalues spread and the estimate fell ~10% low.)
+MAX_PATCHES = 200_000
+# 0.6745 is the median of |N(0, 1)|: it turns a median absolute deviation into a standard deviation.
+MAD_TO_SIGMA = 0.6744897501960817
+
+
+def _planes(image: np.ndarray) -> list[np.ndarray]:
+    """Split `image` into 2-D float64 planes: one if grey, one per colour channel or slice."""
+    layout = layout_of(image)
+    image = image.astype(np.float64, copy=False)
+    if layout == "grey":
+        return [image]
+    if layout == "colour":
+        return [image[..., channel] for channel in range(image.shape[-1])]
+    return [image[index] for index in range(image.shape[0])]
+
+
+def _tail_variance(eigenvalues: np.ndarray) -> float:
+    """Mean of the longest prefix of ascending `eigenvalues` whose mean is also its median.
+
+    The loop always stops by a prefix of two values, which has one value above and one below its
+    mean (or both equal to it).
+    """
+    for count in range(eigenvalues.size, 0, -1):
+        prefix = eigenvalues[:count]
+        mean = prefix.mean()
+        if np.count_nonzero(prefix > mean) == np.count_nonzero(prefix < mean):
+            return float(mean)
+    return float(eigenvalues[0])  # pragma: no cover - unreachable, see docstring
+
+
+def _window_sum(counts: np.ndarray, window: tuple[int, int]) -> np.ndarray:
+    """Exact sums of integer `counts` over every `window`-sized block (valid positions only)."""
+    table = np.zeros((counts.shape[0] + 1, counts.shape[1] + 1), dtype=np.int64)
+    table[1:, 1:] = counts.cumsum(axis=0).cumsum(axis=1)
+    rows, columns = window
+    return (
+        table[rows:, columns:]
+        - table[:-rows, columns:]
+        - table[rows:, :-columns]
+        + table[:-rows, :-columns]
+    )
+
+
+def _varying_windows(plane: np.ndarray, patch_size: int) -> np.ndarray:
+    """Which patch_size² windows of `plane` are not constant: (H - r + 1, W - r + 1) bool.
+
+    A window is constant when none of its horizontal or vertical neighbour differences is
+    non-zero; counting those with summed-area tables is exact and ~10x faster than a per-patch
+    peak-to-peak over the patch matrix.
+    """
+    horizontal = _window_sum(plane[:, 1:] != plane[:, :-1], (patch_size, patch_size - 1))
+    vertical = _window_sum(plane[1:, :] != plane[:-1, :], (patch_size - 1, patch_size))
+    return (horizontal + vertical) > 0
+
+
+def pca_sigma(planes: list[np.ndarray], *, patch_size: int = PATCH_SIZE) -> float:
+    """Noise std of 2-D `planes` (each (H, W) float64, H and W >= `patch_size`) by patch PCA.
+
+    The patches of all planes are pooled into one covariance.  Exactly constant patches are dropped:
+    they come from noise-free regions (padding, saturation) that would otherwise dilute the noise
+    variance.  Returns 0.0 when every patch is constant.
+    """
+    patch_count = sum(
+        (plane.shape[0] - patch_size + 1) * (plane.shape[1] - patch_size + 1) for plane in planes
+    )
+    stride = max(1, int(np.ceil(np.sqrt(patch_count / MAX_PATCHES))))
+    rows = []
+    for plane in planes:
+        windows = np.lib.stride_tricks.sliding_window_view(plane, (patch_size, patch_size))
+        # Copy to a (patches, r²) matrix first, then drop rows: boolean indexing of the 4-D
+        # strided view directly was 10x slower.
+        patches = windows[::stride, ::stride].reshape(-1, patch_size * patch_size)
+        if stride == 1:
+            varying = _varying_windows(plane, patch_size).ravel()
+        else:  # few sampled patches: cheaper than summed-area tables over the whole plane
+            varying = np.ptp(patches, axis=1) > 0
+        rows.append(patches if varying.all() else patches[varying])
+    patches = np.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
+    # One offset keeps the one-pass covariance below free of cancellation for images in large
+    # units (HU) without changing it.
+    patches = patches - patches[:, 0].mean() if patches.size else patches
+    count = patches.shape[0]
+    if count < 2:
+        return 0.0
+    mean = patches.mean(axis=0)
+    covariance = patches.T @ patches / count - np.outer(mean, mean)
+    eigenvalues = np.clip(np.linalg.eigvalsh(covariance), 0.0, None)  # ascending
+    return float(np.sqrt(_tail_variance(eigenvalues)))
+
+
+def mad_sigma(planes: list[np.ndarray]) -> float:
+    """Noise std of 2-D `planes` (each (H, W) float64, H and W >= 2) by wavelet MAD.
+
+    median(|finest db2 HH coefficients|) / 0.6745, the coefficients of all planes pooled.
+    Coefficients that are zero up to rounding come from noise-free regions and are dropped.
+    Returns 0.0 when all are zero.
+    """
+    scale = max(float(np.abs(plane).max()) for plane in planes)
+    coefficients = []
+    for plane in planes:
+        diagonal = pywt.dwt2(plane, "db2")[1][2].ravel()
+        coefficients.append(diagonal[np.abs(diagonal) > 1e-9 * scale])
+    detail = np.concatenate(coefficients)
+    if detail.size == 0:
+        return 0.0
+    return float(np.median(np.abs(detail)) / MAD_TO_SIGMA)
+
+
+def estimate_sigma(image: FloatArray, *, method: EstimatorName = "pca") -> float:
+    """Estimate the standard deviation of additive white Gaussian noise in `image`.
+
+    image : (H, W), (H, W, 3) or (D, H, W) float, any units; the result is in the same units
+        (an image in [0, 1] with noise sigma 25/255 gives about 0.098).
+    method : "pca" (Chen et al. 2015) or "mad" (wavelet MAD); see the module docstring.
+
+    Colour channels and volume slices share one noise level: their patches (or wavelet
+    coefficients) are pooled.  Images under 8 x 8 in-plane fall back to "mad"; under 2 x 2 they
+    raise ValueError, as does NaN or Inf.  For non-Gaussian noise (Poisson, correlated CT noise) the
+    result is the std of the white Gaussian noise with the same fine-scale power: what the
+    classical denoisers want, but only an approximation.
+    """
+    image = np.asarray(image)
+    planes = _planes(image)
+    if not np.all(np.isfinite(image)):
+        raise ValueError("image contains NaN or Inf; cannot estimate its noise level")
+    if method not in ("pca", "mad"):
+        raise ValueError(f"unknown noise estimator {method!r}; expected 'pca' or 'mad'")
+    height, width = planes[0].shape
+    if method == "pca" and min(height, width) >= PATCH_SIZE:
+        return pca_sigma(planes)
+    if min(height, width) >= 2:
+        return mad_sigma(planes)
+    raise ValueError(
+        f"image of shape {tuple(image.shape)} is too small to estimate its noise level "
+        "(need at least 2 x 2 pixels); pass sigma explicitly"
+    )

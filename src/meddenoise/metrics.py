@@ -1,0 +1,98 @@
+"""Image quality metrics: pure functions on arrays, the data range always stated by the caller.
+
+All functions take ``reference`` (the clean image) first and ``test`` (the denoised or noisy one)
+second, of the same shape: (H, W) grey, (H, W, 3) colour or (D, H, W) volume, see `types`.
+They compute in float64 and agree with ``skimage.metrics`` to better than 1e-6.  `psnr` and `ssim`
+need ``data_range``, the width of the intensity range the images live in (1.0 for images in [0, 1],
+4095.0 for 12-bit CT stored in raw units): guessing it from the dtype is how PSNRs get reported on
+the wrong scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from skimage.metrics import structural_similarity
+
+from meddenoise.types import FloatArray, layout_of
+
+__all__ = ["mse", "psnr", "residual", "ssim", "summary"]
+
+
+def _validated_pair(reference: FloatArray, test: FloatArray) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as float64, after checking they share a shape and hold only finite values."""
+    reference = np.asarray(reference)
+    test = np.asarray(test)
+    if reference.shape != test.shape:
+        raise ValueError(f"reference and test differ in shape: {reference.shape} vs {test.shape}")
+    if reference.size == 0:
+        raise ValueError("cannot compare empty images")
+    for label, array in (("reference", reference), ("test", test)):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{label} image contains NaN or Inf")
+    return reference.astype(np.float64, copy=False), test.astype(np.float64, copy=False)
+
+
+def _validated_range(data_range: float) -> float:
+    data_range = float(data_range)
+    if not math.isfinite(data_range) or data_range <= 0:
+        raise ValueError(f"data_range must be a positive finite number, got {data_range}")
+    return data_range
+
+
+def mse(reference: FloatArray, test: FloatArray) -> float:
+    """Mean squared error, in the images' units squared, over all pixels (and channels)."""
+    reference, test = _validated_pair(reference, test)
+    return float(np.mean(np.square(reference - test)))
+
+
+def psnr(reference: FloatArray, test: FloatArray, *, data_range: float) -> float:
+    """Peak signal-to-noise ratio in dB: 10 log10(data_range² / MSE).
+
+    Identical images give ``math.inf`` (the MSE is zero), as in skimage; callers averaging PSNRs
+    should decide how to treat that case.
+    """
+    data_range = _validated_range(data_range)
+    error = mse(reference, test)
+    if error == 0.0:
+        return math.inf
+    return float(10.0 * np.log10(data_range**2 / error))
+
+
+def ssim(reference: FloatArray, test: FloatArray, *, data_range: float) -> float:
+    """Mean structural similarity (Wang et al. 2004), skimage's defaults (7-pixel uniform window).
+
+    Grey (H, W) images use 2-D windows; colour (H, W, 3) images average the per-channel SSIM
+    (``channel_axis=-1``); volumes (D, H, W) use 3-D 7 x 7 x 7 windows, as skimage does for 3-D
+    arrays.  Every spatial side must be at least 7 pixels (skimage's window); smaller raises
+    ValueError.
+    """
+    data_range = _validated_range(data_range)
+    reference, test = _validated_pair(reference, test)
+    layout = layout_of(reference)
+    channel_axis = -1 if layout == "colour" else None
+    spatial_shape = reference.shape[:-1] if layout == "colour" else reference.shape
+    if min(spatial_shape) < 7:
+        raise ValueError(f"SSIM needs every spatial side >= 7 pixels, got shape {reference.shape}")
+    return float(
+        structural_similarity(reference, test, data_range=data_range, channel_axis=channel_axis)
+    )
+
+
+def residual(noisy: FloatArray, denoised: FloatArray) -> np.ndarray:
+    """The method-noise map ``noisy - denoised`` as float32, same shape as the inputs.
+
+    What a denoiser removed: on a good denoiser it looks like pure noise, with no edges or anatomy.
+    """
+    noisy_array, denoised_array = _validated_pair(noisy, denoised)
+    return (noisy_array - denoised_array).astype(np.float32)
+
+
+def summary(reference: FloatArray, test: FloatArray, *, data_range: float) -> dict[str, float]:
+    """PSNR (dB), SSIM and MSE of `test` against `reference` in one dict."""
+    return {
+        "psnr": psnr(reference, test, data_range=data_range),
+        "ssim": ssim(reference, test, data_range=data_range),
+        "mse": mse(reference, test),
+    }
