@@ -1,0 +1,207 @@
+"""Training configurations: validated (pydantic), read from YAML, stored inside every checkpoint.
+
+The fields of `ModelConfig.arguments` are the network constructor's keyword arguments, so a
+checkpoint alone rebuilds its model.  `meddenoise train --help` prints `describe_fields()`; any
+field can be overridden on the command line as ``--set data.patch_size=96``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    name: str = Field(description="network name from meddenoise.models.MODELS, e.g. dncnn")
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, description="constructor keyword arguments, e.g. {channels: 1}"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def known_model(cls, name: str) -> str:
+        from meddenoise.models import MODELS
+
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        return name
+
+
+class NoiseConfig(Strict):
+    kind: Literal["gaussian", "poisson-gaussian", "low-dose-ct", "mixed"] = Field(
+        "gaussian", description="synthetic noise added to clean images (mode: synthetic)"
+    )
+    sigma_range: tuple[float, float] = Field(
+        (0.0, 50.0), description="Gaussian sigma range in 0-255 units, drawn per patch"
+    )
+    photons_range: tuple[float, float] = Field(
+        (100.0, 1000.0), description="photons at full scale (poisson-gaussian), log-uniform"
+    )
+    read_noise_range: tuple[float, float] = Field(
+        (0.005, 0.02), description="read-noise std in [0, 1] units (poisson-gaussian)"
+    )
+    dose_fraction_range: tuple[float, float] = Field(
+        (0.1, 0.5), description="dose fraction range (low-dose-ct)"
+    )
+
+    @field_validator("sigma_range", "photons_range", "read_noise_range", "dose_fraction_range")
+    @classmethod
+    def ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= bounds[0] <= bounds[1]:
+            raise ValueError(f"expected 0 <= low <= high, got {list(bounds)}")
+        return bounds
+
+
+class DataConfig(Strict):
+    mode: Literal["paired", "synthetic", "self-supervised"] = Field(
+        "synthetic",
+        description="paired: ROOT/{train,val}/{low,high}; synthetic: clean images + noise; "
+        "self-supervised: noisy images only (Neighbor2Neighbor)",
+    )
+    root: Path | None = Field(None, description="paired mode: folder holding train/ and val/")
+    train: list[str] = Field(
+        default_factory=list,
+        description="synthetic/self-supervised: files, folders, or packaged images as "
+        "pydicom:NAME or skimage:NAME",
+    )
+    val: list[str] = Field(default_factory=list, description="validation images, as `train`")
+    channels: Literal[1, 3] = Field(1, description="1 grey, 3 RGB")
+    patch_size: int = Field(64, ge=16, description="training patch side in pixels")
+    patches_per_epoch: int = Field(1024, ge=1, description="patches drawn per epoch")
+    val_size: int = Field(256, ge=16, description="validation crops: central square of this side")
+    resize: int | None = Field(None, description="resize every image to this square side first")
+    window: tuple[float, float] | None = Field(
+        None, description="CENTER, WIDTH in modality units (e.g. HU); default: 0.1-99.9 pct"
+    )
+    augment: bool = Field(True, description="random flips and 90-degree rotations")
+
+    @model_validator(mode="after")
+    def sources_given(self) -> DataConfig:
+        if self.mode == "paired" and self.root is None:
+            raise ValueError("paired mode needs data.root (a folder with train/ and val/)")
+        if self.mode != "paired" and not self.train:
+            raise ValueError(f"{self.mode} mode needs data.train (images)")
+        return self
+
+
+class GanConfig(Strict):
+    adversarial_weight: float = Field(1.0, ge=0, description="weight of the adversarial loss")
+    reconstruction_weight: float = Field(100.0, ge=0, description="weight of the L1 loss")
+    discriminator_learning_rate: float = Field(2e-4, gt=0, description="discriminator Adam lr")
+    figure_every: int = Field(1, ge=1, description="save noisy|denoised|clean every N epochs")
+
+
+class TrainConfig(Strict):
+    model: ModelConfig
+    data: DataConfig
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    loss: str = Field("l1", description="l1, mse, ssim, or a mixture like 0.8*l1+0.2*ssim")
+    epochs: int = Field(10, ge=1, description="number of epochs")
+    batch_size: int = Field(16, ge=1, description="patches per optimizer step")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    schedule: Literal["cosine", "step", "constant"] = Field(
+        "cosine", description="learning-rate schedule over the epochs"
+    )
+    early_stopping: int | None = Field(
+        None, description="stop after this many epochs without a better validation PSNR"
+    )
+    gan: GanConfig | None = Field(None, description="adversarial training (unet_gan)")
+    seed: int = Field(0, description="seed for weights, patches and noise")
+    output: Path = Field(Path("runs/model"), description="folder for checkpoints and logs")
+    description: str = Field("", description="what this recipe reproduces or stands in for")
+
+    @field_validator("loss")
+    @classmethod
+    def parse_loss(cls, loss: str) -> str:
+        from meddenoise.losses import parse_loss_terms
+
+        parse_loss_terms(loss)
+        return loss
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(
+    source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
+) -> TrainConfig:
+    """Read a YAML file (or a dict), apply ``key.sub=value`` overrides, validate.
+
+    Override values are parsed as YAML, so ``epochs=2``, ``data.window=[40,400]`` and
+    ``data.root=/data/x`` all work.  Errors name the field.
+    """
+    if isinstance(source, dict):
+        tree = dict(source)
+    else:
+        path = Path(source)
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read config: {error}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a config is a mapping of fields")
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"--set {override!r}: expected key=value")
+        key, raw = override.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"]) or "config"
+            problems.append(f"{where}: {item['msg']}")
+        raise ConfigError("invalid config: " + "; ".join(problems)) from None
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """A JSON-safe dict of the config (paths as strings)."""
+    return config.model_dump(mode="json")
+
+
+def describe_fields(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
+    """One line per config field, dotted, with its meaning and default, for --help."""
+    lines = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        nested = next(
+            (
+                candidate
+                for candidate in getattr(annotation, "__args__", (annotation,))
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel)
+            ),
+            None,
+        )
+        if nested is not None:
+            lines.extend(describe_fields(nested, f"{prefix}{name}."))
+            continue
+        default = (
+            ""
+            if info.is_required()
+            else f" [default: {info.get_default(call_default_factory=True)}]"
+        )
+        lines.append(f"{prefix}{name}: {info.description or ''}{default}")
+    return lines

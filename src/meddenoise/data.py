@@ -1,0 +1,260 @@
+"""Training data: images in [0, 1] from any supported format, patches, noise, paired folders.
+
+Three ways to train (``DataConfig.mode``):
+
+- ``synthetic``: clean images plus a noise model, fresh noise every epoch (seeded);
+- ``paired``: ROOT/{train,val}/{low,high}/ matched by file name (the layout of the low-dose X-ray
+  reference), both mapped to [0, 1] with the *high* image's range so their relation is kept;
+- ``self-supervised``: noisy images only (Neighbor2Neighbor, in `train.py`).
+
+Volumes (DICOM multi-frame or series, NIfTI) are cut into 2-D slices; near-constant slices are
+dropped.  Images come in as float32 arrays (H, W, C) with C = 1 or 3.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from meddenoise.config import DataConfig, NoiseConfig
+from meddenoise.intensity import IntensityMapping, percentile_range
+from meddenoise.io import ImageError, read_image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".nii", ".gz")
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message names the file or field."""
+
+
+def _packaged(entry: str) -> np.ndarray | Path | None:
+    """Images shipped by installed packages: ``pydicom:NAME`` and ``skimage:NAME``."""
+    if entry.startswith("pydicom:"):
+        from pydicom.data import get_testdata_file
+
+        path = get_testdata_file(entry.split(":", 1)[1], download=False)
+        if path is None:
+            raise DataError(f"{entry}: not installed (pip install pydicom-data)")
+        return Path(path)
+    if entry.startswith("skimage:"):
+        import skimage.data
+
+        name = entry.split(":", 1)[1]
+        loader = getattr(skimage.data, name, None)
+        if loader is None:
+            raise DataError(f"{entry}: scikit-image has no image {name!r}")
+        try:
+            return np.asarray(loader())
+        except Exception as error:  # loaders that need a download fail offline
+            raise DataError(f"{entry}: cannot load offline ({error})") from None
+    return None
+
+
+def _files(entry: str) -> list[Path]:
+    path = Path(entry)
+    if path.is_dir():
+        return sorted(
+            candidate
+            for candidate in path.rglob("*")
+            if candidate.is_file() and candidate.suffix.lower() in IMAGE_SUFFIXES
+        )
+    if path.is_file():
+        return [path]
+    matches = sorted(Path().glob(entry)) if any(char in entry for char in "*?[") else []
+    if not matches:
+        raise DataError(f"{entry}: no such file, folder or packaged image")
+    return matches
+
+
+def _planes(array: np.ndarray, layout: str) -> list[np.ndarray]:
+    """2-D (H, W) or (H, W, 3) planes of an array of any layout."""
+    if layout in ("grey", "colour"):
+        return [array]
+    if layout in ("volume", "colour_frames"):
+        return list(array)
+    if layout == "volumes":
+        return [plane for volume in array for plane in volume]
+    raise DataError(f"unsupported layout {layout}")
+
+
+def to_unit_plane(
+    plane: np.ndarray, *, mapping: IntensityMapping | None, channels: int
+) -> np.ndarray:
+    """Map one plane to [0, 1] (window or 0.1-99.9 percentile range, clipped) as (H, W, C)."""
+    values = np.asarray(plane, dtype=np.float64)
+    if channels == 1 and values.ndim == 3:
+        values = values.mean(axis=-1)  # colour to grey: equal weights, no colour-space guess
+    if channels == 3 and values.ndim == 2:
+        raise DataError("a grey image was given to a 3-channel (RGB) training set")
+    used = mapping or percentile_range(values)
+    unit = np.clip(used.to_unit(values), 0.0, 1.0).astype(np.float32)
+    return unit[..., None] if unit.ndim == 2 else unit
+
+
+def _resize(unit: np.ndarray, side: int | None) -> np.ndarray:
+    if side is None or unit.shape[:2] == (side, side):
+        return unit
+    from skimage.transform import resize
+
+    return resize(unit, (side, side, unit.shape[-1]), anti_aliasing=True).astype(np.float32)
+
+
+def load_images(entries: list[str], data: DataConfig) -> list[np.ndarray]:
+    """Every plane of every entry as float32 (H, W, C) in [0, 1]."""
+    mapping = IntensityMapping.from_window(*data.window) if data.window else None
+    images: list[np.ndarray] = []
+    for entry in entries:
+        packaged = _packaged(entry)
+        if isinstance(packaged, np.ndarray):
+            sources: list[tuple[str, np.ndarray, str]] = [
+                (entry, packaged, "colour" if packaged.ndim == 3 else "grey")
+            ]
+        else:
+            sources = []
+            for path in [packaged] if isinstance(packaged, Path) else _files(entry):
+                try:
+                    image = read_image(path)
+                except ImageError as error:
+                    raise DataError(str(error)) from None
+                sources.append((str(path), image.array, image.meta.layout))
+        for name, array, layout in sources:
+            for plane in _planes(array, layout):
+                if float(np.ptp(plane)) == 0.0:
+                    continue  # blank slices teach nothing
+                unit = _resize(
+                    to_unit_plane(plane, mapping=mapping, channels=data.channels), data.resize
+                )
+                if min(unit.shape[:2]) < data.patch_size:
+                    raise DataError(
+                        f"{name}: {unit.shape[0]} x {unit.shape[1]} is smaller than "
+                        f"data.patch_size {data.patch_size}"
+                    )
+                images.append(unit)
+    if not images:
+        raise DataError(f"no usable images in {entries}")
+    return images
+
+
+@dataclass
+class PairedImages:
+    low: list[np.ndarray]
+    high: list[np.ndarray]
+    names: list[str]
+
+
+def load_paired(root: Path, split: str, data: DataConfig) -> PairedImages:
+    """ROOT/SPLIT/{low,high}/ matched by file name; a clear error for unmatched or mis-sized pairs."""
+    low_folder, high_folder = root / split / "low", root / split / "high"
+    for folder in (low_folder, high_folder):
+        if not folder.is_dir():
+            raise DataError(f"data.root: missing folder {folder}")
+    low_names = {path.name for path in low_folder.iterdir() if path.is_file()}
+    high_names = {path.name for path in high_folder.iterdir() if path.is_file()}
+    unmatched = sorted(low_names ^ high_names)
+    if unmatched:
+        raise DataError(
+            f"{root / split}: files without a partner in low/ or high/: {unmatched[:5]}"
+        )
+    if not low_names:
+        raise DataError(f"{root / split}: no images")
+    window = IntensityMapping.from_window(*data.window) if data.window else None
+    pairs = PairedImages([], [], [])
+    for name in sorted(low_names):
+        try:
+            low = read_image(low_folder / name)
+            high = read_image(high_folder / name)
+        except ImageError as error:
+            raise DataError(str(error)) from None
+        if low.array.shape != high.array.shape:
+            raise DataError(
+                f"{root / split}: {name} differs in size: low {low.array.shape}, "
+                f"high {high.array.shape}"
+            )
+        for low_plane, high_plane in zip(
+            _planes(low.array, low.meta.layout), _planes(high.array, high.meta.layout), strict=True
+        ):
+            mapping = window or percentile_range(np.asarray(high_plane, dtype=np.float64))
+            pairs.low.append(
+                _resize(
+                    to_unit_plane(low_plane, mapping=mapping, channels=data.channels), data.resize
+                )
+            )
+            pairs.high.append(
+                _resize(
+                    to_unit_plane(high_plane, mapping=mapping, channels=data.channels), data.resize
+                )
+            )
+            pairs.names.append(name)
+    return pairs
+
+
+def dihedral(patch: np.ndarray, index: int) -> np.ndarray:
+    """One of the 8 flips/rotations of a (H, W, C) patch."""
+    rotated = np.rot90(patch, k=index % 4, axes=(0, 1))
+    return np.ascontiguousarray(rotated[:, ::-1] if index >= 4 else rotated)
+
+
+def sample_patches(
+    images: list[np.ndarray],
+    count: int,
+    size: int,
+    rng: np.random.Generator,
+    *,
+    augment: bool,
+    partners: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`count` random patches (N, C, size, size), images chosen in proportion to their area.
+
+    With `partners` (paired data), the same window and transform is cut from each partner.
+    """
+    areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
+    choices = rng.choice(len(images), size=count, p=areas / areas.sum())
+    channels = images[0].shape[-1]
+    patches = np.empty((count, channels, size, size), dtype=np.float32)
+    partner_patches = np.empty_like(patches) if partners is not None else None
+    for slot, index in enumerate(choices):
+        image = images[index]
+        top = int(rng.integers(0, image.shape[0] - size + 1))
+        left = int(rng.integers(0, image.shape[1] - size + 1))
+        transform = int(rng.integers(0, 8)) if augment else 0
+        window = (slice(top, top + size), slice(left, left + size))
+        patches[slot] = dihedral(image[window], transform).transpose(2, 0, 1)
+        if partners is not None and partner_patches is not None:
+            partner_patches[slot] = dihedral(partners[index][window], transform).transpose(2, 0, 1)
+    return patches, partner_patches
+
+
+def add_noise(
+    clean: np.ndarray, noise: NoiseConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy copies of clean patches (N, C, H, W) and per-patch noise levels (N,) in [0, 1] units.
+
+    Gaussian sigma is drawn uniformly from `sigma_range`; Poisson-Gaussian photons log-uniformly
+    from `photons_range` and read noise uniformly; "mixed" draws one of the two per patch.  The
+    returned level is the noise std (for Poisson-Gaussian, at the patch's mean intensity).
+    """
+    from meddenoise.noise import PoissonGaussianNoise
+
+    noisy = np.empty_like(clean)
+    levels = np.empty(len(clean), dtype=np.float32)
+    for index, patch in enumerate(clean):
+        kind = noise.kind
+        if kind == "mixed":
+            kind = "gaussian" if rng.random() < 0.5 else "poisson-gaussian"
+        if kind == "gaussian":
+            sigma = rng.uniform(*noise.sigma_range) / 255.0
+            noisy[index] = patch + rng.normal(0.0, 1.0, patch.shape).astype(np.float32) * sigma
+            levels[index] = sigma
+        elif kind == "poisson-gaussian":
+            photons = float(np.exp(rng.uniform(*np.log(noise.photons_range))))
+            read_noise = rng.uniform(*noise.read_noise_range)
+            noisy[index] = PoissonGaussianNoise(photons=photons, read_noise=read_noise)(patch, rng)
+            levels[index] = np.sqrt(float(patch.mean()) / photons + read_noise**2)
+        else:
+            raise DataError(f"noise.kind {kind!r} is made per image, not per patch")
+    return noisy, levels

@@ -1,0 +1,227 @@
+"""Networks as denoisers: tiled, batched, blended inference for images of any size.
+
+A network maps (B, C, H, W) to (B, C, H, W); how a 4096 x 4096 radiograph is cut into tiles,
+batched and blended back is `tiled_apply`, a separate function tested on its own (MONAI's
+SlidingWindowInferer has the same split).  `NeuralDenoiser` wraps a network and its weights into
+the `Denoiser` protocol shared with the classical methods.
+
+Blending: tiles overlap by `overlap` pixels.  Each tile's weight is zero over a `margin` next to
+any edge that is inside the image (where the network saw zero padding instead of real context),
+then rises linearly to one across the rest of the overlap.  Weights are normalised per pixel, so
+the result has no seams, and with a margin at least the network's effective receptive radius it
+matches the whole-image result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from meddenoise.types import FloatArray, layout_of
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size `tile` covering [0, length) with at least `overlap` shared."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    if stride <= 0:
+        raise ValueError(f"overlap {overlap} must be smaller than the tile size {tile}")
+    count = int(np.ceil((length - tile) / stride)) + 1
+    # Spread the tiles evenly so the last one ends exactly at the border.
+    return [round(index * (length - tile) / (count - 1)) for index in range(count)]
+
+
+def edge_ramp(size: int, *, ramp_start: bool, ramp_end: bool, margin: int, ramp: int) -> np.ndarray:
+    """1-D weights: 0 over `margin`, rising over `ramp`, 1 inside; an image border gets no ramp."""
+    weights = np.ones(size, dtype=np.float32)
+    profile = np.concatenate(
+        [np.zeros(margin, np.float32), (np.arange(1, ramp + 1, dtype=np.float32) / (ramp + 1))]
+    )[: size // 2]
+    if ramp_start:
+        weights[: profile.size] = profile
+    if ramp_end:
+        weights[size - profile.size :] = np.minimum(weights[size - profile.size :], profile[::-1])
+    return weights
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    """How images are cut: square tiles of `tile_size` sharing `overlap` pixels, `batch_size` at once.
+
+    `margin` pixels next to an inner tile edge get zero weight; it must be below overlap / 2.
+    """
+
+    tile_size: int = 256
+    overlap: int = 64
+    margin: int = 16
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 16 or self.batch_size < 1:
+            raise ValueError("tile_size must be >= 16 and batch_size >= 1")
+        if not 0 <= self.overlap < self.tile_size:
+            raise ValueError(f"overlap must be in [0, tile_size), got {self.overlap}")
+        if not 0 <= 2 * self.margin <= self.overlap:
+            raise ValueError(f"margin must be at most overlap / 2, got {self.margin}")
+
+
+def tiled_apply(
+    function: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    options: TilingOptions = TilingOptions(),
+) -> torch.Tensor:
+    """Apply `function` ((B, C, h, w) -> (B, C, h, w)) to `image` (C, H, W) tile by tile.
+
+    Images no larger than one tile go through whole.  Returns (C, H, W) float32 on `image`'s device.
+    """
+    channels, height, width = image.shape
+    if height <= options.tile_size and width <= options.tile_size:
+        return function(image.unsqueeze(0))[0].float()
+    tile_height = min(options.tile_size, height)
+    tile_width = min(options.tile_size, width)
+    rows = tile_starts(height, tile_height, options.overlap)
+    columns = tile_starts(width, tile_width, options.overlap)
+    ramp = max(options.overlap - 2 * options.margin, 0)
+    output = torch.zeros((channels, height, width), dtype=torch.float32, device=image.device)
+    total_weight = torch.zeros((1, height, width), dtype=torch.float32, device=image.device)
+    positions = [(top, left) for top in rows for left in columns]
+    for first in range(0, len(positions), options.batch_size):
+        batch_positions = positions[first : first + options.batch_size]
+        batch = torch.stack(
+            [
+                image[:, top : top + tile_height, left : left + tile_width]
+                for top, left in batch_positions
+            ]
+        )
+        results = function(batch).float()
+        for result, (top, left) in zip(results, batch_positions, strict=True):
+            vertical = edge_ramp(
+                tile_height,
+                ramp_start=top > 0,
+                ramp_end=top + tile_height < height,
+                margin=options.margin,
+                ramp=ramp,
+            )
+            horizontal = edge_ramp(
+                tile_width,
+                ramp_start=left > 0,
+                ramp_end=left + tile_width < width,
+                margin=options.margin,
+                ramp=ramp,
+            )
+            weight = torch.from_numpy(np.outer(vertical, horizontal)).to(image.device)[None]
+            output[:, top : top + tile_height, left : left + tile_width] += result * weight
+            total_weight[:, top : top + tile_height, left : left + tile_width] += weight
+    return output / total_weight.clamp_min(1e-12)
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX-512 BF16 / AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, else a GPU when present, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def _precision(device: torch.device, precision: str) -> Iterator[None]:
+    if precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+@dataclass
+class NeuralDenoiser:
+    """A network and its weights as a `Denoiser`: [0, 1] float image in, same shape out.
+
+    - `network`: an `nn.Module` mapping (B, C, H, W) -> (B, C, H, W); a network whose class says
+      `conditioned = True` also takes a noise map (B, 1, H, W) of the noise std in [0, 1] units.
+    - `sigma`: the noise level for conditioned networks; None estimates it from each image.
+    - `precision`: "fp32", "bf16" or "auto" (bf16 where the CPU supports it natively; its cost
+      against fp32 is measured in docs/models.md).
+    - Grey networks denoise colour images channel by channel; volumes go slice by slice.
+    """
+
+    network: nn.Module
+    name: str = "network"
+    sigma: float | None = None
+    tiling: TilingOptions = field(default_factory=TilingOptions)
+    precision: str = "fp32"
+    device: str | None = None
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+        self._device = pick_device(self.device)
+        resolved = self.precision
+        if resolved == "auto":
+            resolved = "bf16" if self._device.type == "cpu" and bf16_supported() else "fp32"
+        self._precision = resolved
+        self.network = self.network.to(self._device).eval()
+        if self._device.type == "cpu":
+            self.network = self.network.to(memory_format=torch.channels_last)
+
+    @property
+    def parameters(self) -> dict[str, object]:
+        return {**self.description, "sigma": self.sigma, "precision": self._precision}
+
+    @property
+    def channels(self) -> int:
+        first = next(module for module in self.network.modules() if isinstance(module, nn.Conv2d))
+        conditioned = bool(getattr(self.network, "conditioned", False))
+        return first.in_channels - (1 if conditioned else 0)
+
+    def _noise_level(self, plane: np.ndarray) -> float:
+        if self.sigma is not None:
+            return self.sigma
+        from meddenoise.estimate import estimate_sigma
+
+        return float(estimate_sigma(plane))
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, C) float32 with C == network channels -> same shape."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self._device)
+        conditioned = bool(getattr(self.network, "conditioned", False))
+        level = self._noise_level(image[..., 0] if image.shape[-1] == 1 else image)
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            if conditioned:
+                noise_map = torch.full_like(batch[:, :1], level)
+                return self.network(batch, noise_map)
+            return self.network(batch)
+
+        with torch.inference_mode(), _precision(self._device, self._precision):
+            result = tiled_apply(forward, tensor, self.tiling)
+        return result.cpu().numpy().transpose(1, 2, 0)
+
+    def __call__(self, image: FloatArray) -> FloatArray:
+        array = np.asarray(image, dtype=np.float32)
+        layout = layout_of(array)
+        if layout == "volume":
+            return np.stack([self(plane) for plane in array]).astype(np.float32)
+        channels = self.channels
+        if layout == "grey":
+            if channels == 3:
+                raise ValueError(f"{self.name} is a colour network; it cannot denoise grey images")
+            return self._run(array[..., None])[..., 0]
+        if channels == 3:
+            return self._run(array)
+        return np.stack([self._run(array[..., [index]])[..., 0] for index in range(3)], axis=-1)
