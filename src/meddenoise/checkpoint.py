@@ -2,9 +2,9 @@
 
 Metadata keys: ``meddenoise`` (format version), ``model`` (name), ``arguments`` (constructor
 keyword arguments, JSON), ``config`` (the whole training config, JSON), ``metrics`` (validation
-metrics, JSON), ``seed``, ``commit``, ``data``, ``noise`` (summaries).  A checkpoint alone rebuilds its
-network.  The resume state (optimizer, scheduler, epoch) sits in a sibling ``.resume.pt`` written
-with `torch.save` of tensors and plain values and read with ``weights_only=True``.
+metrics, JSON), ``seed``, ``commit``, ``data``, ``noise`` (summaries).  A checkpoint alone rebuilds
+its network.  The resume state (optimizer, scheduler, epoch) sits in a sibling ``.resume.pt``
+written with `torch.save` of tensors and plain values and read with ``weights_only=True``.
 """
 
 from __future__ import annotations

@@ -448,6 +448,50 @@ def demo(
     typer.echo("\n".join(table))
 
 
+def _train_epilog() -> str:
+    from meddenoise.config import describe_fields
+
+    return "Config fields (override any with --set FIELD=VALUE):\n\n" + "\n\n".join(
+        describe_fields()
+    )
+
+
+@app.command(epilog=_train_epilog())
+def train(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="A YAML training config.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config field, e.g. --set epochs=2 (repeatable)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from OUTPUT/last.resume.pt exactly where it stopped.")
+    ] = False,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(help="End this run after N epochs (resume later with --resume)."),
+    ] = None,
+) -> None:
+    """Train a network from a config; writes best/last checkpoints and metrics.csv to OUTPUT."""
+    from meddenoise.checkpoint import CheckpointError
+    from meddenoise.config import ConfigError, load_config
+    from meddenoise.data import DataError
+    from meddenoise.train import fit
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = load_config(config_path, overrides or [])
+        result = fit(config, resume=resume, stop_after=stop_after)
+    except (ConfigError, DataError, CheckpointError, ImageError) as error:
+        _fail(str(error))
+        raise typer.Exit(code=1) from None
+    last = result.history[-1] if result.history else {}
+    baseline = result.baseline.get("psnr")
+    summary = f"best checkpoint: {result.best}"
+    if "val_psnr" in last and baseline is not None:
+        summary += f" (validation PSNR {last['val_psnr']:.2f} dB, noisy input {baseline:.2f} dB)"
+    typer.echo(summary)
+
+
 def main() -> None:
     app()
 

@@ -118,6 +118,10 @@ class TrainConfig(Strict):
         None, description="stop after this many epochs without a better validation PSNR"
     )
     gan: GanConfig | None = Field(None, description="adversarial training (unet_gan)")
+    baselines: list[str] = Field(
+        default_factory=list,
+        description="classical methods scored on the validation set for comparison, e.g. [median]",
+    )
     seed: int = Field(0, description="seed for weights, patches and noise")
     output: Path = Field(Path("runs/model"), description="folder for checkpoints and logs")
     description: str = Field("", description="what this recipe reproduces or stands in for")
@@ -201,7 +205,7 @@ def describe_fields(model: type[BaseModel] = TrainConfig, prefix: str = "") -> l
         default = (
             ""
             if info.is_required()
-            else f" [default: {info.get_default(call_default_factory=True)}]"
+            else f" (default: {info.get_default(call_default_factory=True)})"
         )
         lines.append(f"{prefix}{name}: {info.description or ''}{default}")
     return lines

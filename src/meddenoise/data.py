@@ -148,7 +148,7 @@ class PairedImages:
 
 
 def load_paired(root: Path, split: str, data: DataConfig) -> PairedImages:
-    """ROOT/SPLIT/{low,high}/ matched by file name; a clear error for unmatched or mis-sized pairs."""
+    """ROOT/SPLIT/{low,high}/ matched by name; a clear error for unmatched or mis-sized pairs."""
     low_folder, high_folder = root / split / "low", root / split / "high"
     for folder in (low_folder, high_folder):
         if not folder.is_dir():
@@ -190,6 +190,11 @@ def load_paired(root: Path, split: str, data: DataConfig) -> PairedImages:
                 )
             )
             pairs.names.append(name)
+            if min(pairs.low[-1].shape[:2]) < data.patch_size:
+                raise DataError(
+                    f"{root / split}: {name} is {pairs.low[-1].shape[0]} x "
+                    f"{pairs.low[-1].shape[1]}, smaller than data.patch_size {data.patch_size}"
+                )
     return pairs
 
 
@@ -207,10 +212,11 @@ def sample_patches(
     *,
     augment: bool,
     partners: list[np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """`count` random patches (N, C, size, size), images chosen in proportion to their area.
 
     With `partners` (paired data), the same window and transform is cut from each partner.
+    Returns (patches, partner patches or None, index of the source image of each patch).
     """
     areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
     choices = rng.choice(len(images), size=count, p=areas / areas.sum())
@@ -226,7 +232,7 @@ def sample_patches(
         patches[slot] = dihedral(image[window], transform).transpose(2, 0, 1)
         if partners is not None and partner_patches is not None:
             partner_patches[slot] = dihedral(partners[index][window], transform).transpose(2, 0, 1)
-    return patches, partner_patches
+    return patches, partner_patches, choices
 
 
 def add_noise(

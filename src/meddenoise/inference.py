@@ -53,7 +53,7 @@ def edge_ramp(size: int, *, ramp_start: bool, ramp_end: bool, margin: int, ramp:
 
 @dataclass(frozen=True)
 class TilingOptions:
-    """How images are cut: square tiles of `tile_size` sharing `overlap` pixels, `batch_size` at once.
+    """How images are cut: square `tile_size` tiles sharing `overlap` pixels, `batch_size` at once.
 
     `margin` pixels next to an inner tile edge get zero weight; it must be below overlap / 2.
     """

@@ -62,13 +62,29 @@ def make_method(
         name = DEFAULT_COLOUR_METHOD if colour else DEFAULT_GREY_METHOD
     if name in METHODS:
         return make_denoiser(name, sigma=sigma)
-    if Path(name).suffix == ".safetensors" or Path(name).exists():
-        raise ValueError(
-            f"{name!r}: checkpoints are loaded by the neural denoisers, which this version "
-            "does not include yet"
-        )
+    if Path(name).suffix == ".safetensors" or Path(name).is_file():
+        return load_neural_denoiser(Path(name), sigma=sigma)
     known = ", ".join(["default", *METHODS])
     raise ValueError(f"unknown method {name!r}; known methods: {known}")
+
+
+def load_neural_denoiser(path: Path, *, sigma: float | None = None) -> Denoiser:
+    """A `NeuralDenoiser` from a checkpoint file (safetensors; never unpickled)."""
+    from meddenoise.checkpoint import CheckpointError, load_checkpoint
+    from meddenoise.inference import NeuralDenoiser
+
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as error:
+        raise ValueError(str(error)) from None
+    return NeuralDenoiser(
+        checkpoint.network,
+        name=checkpoint.model,
+        sigma=sigma,
+        description={"checkpoint": path.name, "model": checkpoint.model},
+    )
 
 
 def _check_unit_array(image: np.ndarray) -> None:

@@ -53,6 +53,8 @@ class TrainingData:
     val_clean: list[np.ndarray] | None  # None: no clean reference (self-supervised)
     val_levels: list[float]
     summary: dict[str, Any] = field(default_factory=dict)
+    # Self-supervised: the noise level estimated once per training image (for conditioned nets).
+    train_levels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 def _central_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -105,6 +107,13 @@ def prepare_data(config: TrainConfig) -> TrainingData:
             None,
             [float(estimate_sigma(image[0])) for image in val_noisy],
             {"train_images": len(train_images), "val_images": len(val_noisy), "train": data.train},
+            train_levels=np.array(
+                [
+                    estimate_sigma(image[..., 0] if image.shape[-1] == 1 else image)
+                    for image in train_images
+                ],
+                dtype=np.float32,
+            ),
         )
     if not val_sources:
         raise DataError("data.val: synthetic training needs validation images")
@@ -146,26 +155,23 @@ def epoch_batches(
     augment = config.data.augment
     if data.mode == "paired":
         assert data.train_partners is not None
-        noisy, clean = sample_patches(
+        noisy, clean, _ = sample_patches(
             data.train_images, count, size, rng, augment=augment, partners=data.train_partners
         )
         assert clean is not None
         levels = np.std(noisy - clean, axis=(1, 2, 3)).astype(np.float32)
     elif data.mode == "self-supervised":
-        from meddenoise.estimate import estimate_sigma
-
-        noisy, _ = sample_patches(data.train_images, count, size, rng, augment=augment)
-        clean = None
-        levels = np.array([estimate_sigma(patch[0]) for patch in noisy], dtype=np.float32)
+        noisy, clean, sources = sample_patches(data.train_images, count, size, rng, augment=augment)
+        levels = data.train_levels[sources]
     elif config.noise.kind == "low-dose-ct":
         noisy_images = [_ct_noisy(image, config, rng) for image in data.train_images]
-        noisy, clean = sample_patches(
+        noisy, clean, _ = sample_patches(
             noisy_images, count, size, rng, augment=augment, partners=data.train_images
         )
         assert clean is not None
         levels = np.std(noisy - clean, axis=(1, 2, 3)).astype(np.float32)
     else:
-        clean, _ = sample_patches(data.train_images, count, size, rng, augment=augment)
+        clean, _, _ = sample_patches(data.train_images, count, size, rng, augment=augment)
         noisy, levels = add_noise(clean, config.noise, rng)
     order = rng.permutation(count)
     for first in range(0, count, config.batch_size):
@@ -277,15 +283,15 @@ def train_one_epoch_gan(
         assert clean is not None
         fake = run_network(generator_network, noisy, levels)
         discriminator_optimizer.zero_grad(set_to_none=True)
-        real_logits = discriminator(torch.cat([noisy, clean], 1))
-        fake_logits = discriminator(torch.cat([noisy, fake.detach()], 1))
+        real_logits = discriminator(noisy, clean)
+        fake_logits = discriminator(noisy, fake.detach())
         discriminator_loss = 0.5 * (
             adversarial_loss(real_logits, real=True) + adversarial_loss(fake_logits, real=False)
         )
         discriminator_loss.backward()
         discriminator_optimizer.step()
         generator_optimizer.zero_grad(set_to_none=True)
-        fooled = discriminator(torch.cat([noisy, fake], 1))
+        fooled = discriminator(noisy, fake)
         generator_loss = config.gan.adversarial_weight * adversarial_loss(
             fooled, real=True
         ) + config.gan.reconstruction_weight * torch.mean(torch.abs(fake - clean))
@@ -323,15 +329,24 @@ def evaluate(network: nn.Module, data: TrainingData) -> dict[str, float]:
     return {key: float(np.mean(values)) for key, values in scores.items() if values}
 
 
-def noisy_baseline(data: TrainingData) -> dict[str, float]:
-    """The validation PSNR of the noisy inputs themselves (what denoising must beat)."""
+def validation_baselines(data: TrainingData, methods: list[str]) -> dict[str, float]:
+    """Validation PSNR of the noisy inputs ("psnr") and of each classical method in `methods`
+    (given the true noise level), which the trained network should beat."""
+    from meddenoise.classical import make_denoiser
+
     if data.val_clean is None:
         return {}
-    values = [
-        metrics.psnr(clean, noisy, data_range=1.0)
-        for clean, noisy in zip(data.val_clean, data.val_noisy, strict=True)
-    ]
-    return {"psnr": float(np.mean(values))}
+    scores: dict[str, list[float]] = {"psnr": []}
+    for index, (clean, noisy) in enumerate(zip(data.val_clean, data.val_noisy, strict=True)):
+        scores["psnr"].append(metrics.psnr(clean, noisy, data_range=1.0))
+        for method in methods:
+            denoiser = make_denoiser(method, sigma=data.val_levels[index])
+            denoised = denoiser(channels_last(noisy))
+            denoised = denoised[None] if denoised.ndim == 2 else denoised.transpose(2, 0, 1)
+            scores.setdefault(f"{method}_psnr", []).append(
+                metrics.psnr(clean, denoised, data_range=1.0)
+            )
+    return {key: float(np.mean(values)) for key, values in scores.items()}
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
@@ -369,8 +384,18 @@ class FitResult:
     baseline: dict[str, float]
 
 
-def fit(config: TrainConfig, *, resume: bool = False, progress: bool | None = None) -> FitResult:
-    """Train as `config` says; resume from ``last.resume.pt`` when `resume` is true."""
+def fit(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Train as `config` says; resume from ``last.resume.pt`` when `resume` is true.
+
+    `stop_after` ends this run after that many epochs (a time-boxed session); the schedule is
+    still the one for `config.epochs`, so a later ``resume=True`` continues exactly.
+    """
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)  # the one place seeding happens: initial weights
@@ -409,7 +434,9 @@ def fit(config: TrainConfig, *, resume: bool = False, progress: bool | None = No
             discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
         start_epoch, best_score, stale = state["epoch"], state["best_score"], state["stale"]
         history = list(state["history"])
-    baseline = noisy_baseline(data)
+    baseline = validation_baselines(data, config.baselines)
+    for key, value in baseline.items():
+        logger.info("validation baseline %s: %.3f", key, value)
     log_path = output / "metrics.csv"
     started = time.perf_counter()
     show = sys.stderr.isatty() if progress is None else progress
@@ -448,7 +475,7 @@ def fit(config: TrainConfig, *, resume: bool = False, progress: bool | None = No
         logger.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
         extra = {
             "config": config_to_dict(config),
-            "metrics": {**row, "noisy_val_psnr": baseline.get("psnr")},
+            "metrics": {**row, **{f"baseline_{key}": value for key, value in baseline.items()}},
             "seed": config.seed,
             "data": data.summary,
             "noise": config.noise.model_dump(mode="json")
@@ -484,6 +511,8 @@ def fit(config: TrainConfig, *, resume: bool = False, progress: bool | None = No
                 save_gan_figure(output / "figures" / f"epoch_{epoch + 1:04d}.png", network, data)
         save_resume_state(resume_path(last_path), resume_state)
         _write_log(log_path, history)
+        if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
+            break
         if config.early_stopping is not None and stale >= config.early_stopping:
             logger.info("early stopping after %d epochs without improvement", stale)
             break

@@ -522,7 +522,9 @@ def write_dicom(image: Image, path: Path) -> WriteReport:
     for source, target, chunk in zip(details.datasets, targets, chunks, strict=True):
         pixels = chunk[0] if chunk.shape[0] == 1 else chunk
         derived = _derived_dataset(source, pixels, details, series_uid, description)
-        with atomic_output(target) as handle:
+        with atomic_output(target) as handle, warnings.catch_warnings():
+            # pydicom warns about values the source already had (e.g. over-long strings).
+            warnings.simplefilter("ignore", UserWarning)
             pydicom.dcmwrite(
                 handle, derived, enforce_file_format=True, implicit_vr=False, little_endian=True
             )

@@ -1,0 +1,296 @@
+"""Training: configs, data, one short run per mode, resume, checkpoints, CLI end to end."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from meddenoise import metrics
+from meddenoise.checkpoint import load_checkpoint, read_metadata
+from meddenoise.cli import app
+from meddenoise.config import ConfigError, load_config
+from meddenoise.data import DataError
+from meddenoise.train import fit, neighbour_subsample
+
+from .conftest import data_file
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPOSITORY / "configs").glob("*.yaml"))
+
+
+def tiny_config(tmp_path: Path, **changes) -> dict:
+    """A small synthetic run: a shallow DnCNN on two real images, sigma 25/255."""
+    config = {
+        "model": {"name": "dncnn", "arguments": {"depth": 8, "features": 32}},
+        "data": {
+            "mode": "synthetic",
+            "train": ["pydicom:CT_small.dcm", "skimage:camera"],
+            "val": ["pydicom:MR_small.dcm"],
+            "patch_size": 40,
+            "patches_per_epoch": 256,
+            "val_size": 64,
+        },
+        "noise": {"kind": "gaussian", "sigma_range": [25, 25]},
+        "epochs": 3,
+        "batch_size": 16,
+        "learning_rate": 0.002,
+        "output": str(tmp_path / "run"),
+    }
+    for key, value in changes.items():
+        section, _, field = key.partition(".")
+        if field:
+            config[section][field] = value
+        else:
+            config[key] = value
+    return config
+
+
+def test_short_training_beats_the_noisy_input_by_2_db(tmp_path):
+    result = fit(load_config(tiny_config(tmp_path)), progress=False)
+    assert result.history[-1]["val_psnr"] >= result.baseline["psnr"] + 2.0
+    assert result.best.is_file() and result.last.is_file()
+    assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,")
+
+
+def test_checkpoint_holds_the_config_and_rebuilds_its_network(tmp_path):
+    config = load_config(tiny_config(tmp_path, epochs=1))
+    result = fit(config, progress=False)
+    metadata = read_metadata(result.best)
+    assert metadata["model"] == "dncnn"
+    assert metadata["arguments"] == {"depth": 8, "features": 32}
+    assert metadata["config"]["seed"] == 0 and metadata["seed"] == 0
+    assert "val_psnr" in metadata["metrics"] and metadata["commit"]
+    checkpoint = load_checkpoint(result.best)
+    assert sum(parameter.numel() for parameter in checkpoint.network.parameters()) > 0
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    straight = fit(load_config(tiny_config(tmp_path / "a", epochs=2)), progress=False)
+    interrupted = load_config(tiny_config(tmp_path / "b", epochs=2))
+    fit(interrupted, progress=False, stop_after=1)
+    resumed = fit(load_config(tiny_config(tmp_path / "b", epochs=2)), resume=True, progress=False)
+    expected = load_checkpoint(straight.last).network.state_dict()
+    actual = load_checkpoint(resumed.last).network.state_dict()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, actual[name]), name
+    assert resumed.history[-1]["val_psnr"] == straight.history[-1]["val_psnr"]
+
+
+def test_early_stopping_stops(tmp_path):
+    config = tiny_config(tmp_path, epochs=6, learning_rate=1e-9, early_stopping=1)
+    result = fit(load_config(config), progress=False)
+    assert len(result.history) < 6
+
+
+def test_self_supervised_training_on_noisy_only_data_gains_2_db(tmp_path):
+    """Neighbor2Neighbor on one real CT crop with noise at sigma 25/255, no clean reference."""
+    from meddenoise.intensity import percentile_range
+    from meddenoise.io import read_image
+
+    image = read_image(data_file("bad_sequence.dcm")).array.astype(np.float64)
+    clean = np.clip(percentile_range(image).to_unit(image), 0, 1)[128:384, 128:384]
+    noisy = clean + np.random.default_rng(5).normal(0, 25 / 255, clean.shape)
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "noisy.tif", noisy.astype(np.float32))
+    config = {
+        "model": {"name": "dncnn", "arguments": {"depth": 8, "features": 32}},
+        "data": {
+            "mode": "self-supervised",
+            "train": [str(tmp_path / "noisy.tif")],
+            "val": [str(tmp_path / "noisy.tif")],
+            "patch_size": 64,
+            "patches_per_epoch": 384,
+            "val_size": 128,
+        },
+        "epochs": 6,
+        "batch_size": 16,
+        "learning_rate": 0.002,
+        "output": str(tmp_path / "run"),
+    }
+    result = fit(load_config(config), progress=False)
+    network = load_checkpoint(result.last).network.eval()
+    # The loader maps the noisy image by its own 0.1-99.9 percentiles; denoise in that mapping.
+    mapping = percentile_range(noisy)
+    with torch.no_grad():
+        unit = torch.from_numpy(mapping.to_unit(noisy))[None, None]
+        denoised = mapping.from_unit(network(unit)[0, 0].numpy())
+    before = metrics.psnr(clean, noisy, data_range=1.0)
+    after = metrics.psnr(clean, denoised, data_range=1.0)
+    assert after >= before + 2.0, (before, after)
+
+
+def test_neighbour_subsampler_picks_adjacent_pixels():
+    rows, columns = np.mgrid[0:8, 0:8]
+    image = torch.from_numpy((rows * 100 + columns).astype(np.float32))[None, None]
+    first, second = neighbour_subsample(image, torch.Generator().manual_seed(0))
+    assert first.shape == second.shape == (1, 1, 4, 4)
+    first_rows, first_columns = first // 100, first % 100
+    second_rows, second_columns = second // 100, second % 100
+    distance = (first_rows - second_rows).abs() + (first_columns - second_columns).abs()
+    assert torch.all(distance == 1)
+
+
+def test_gan_training_saves_a_figure(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, gan={"figure_every": 1})
+    config["model"] = {"name": "unet_gan", "arguments": {"base_width": 8, "depth": 3}}
+    config["data"]["patch_size"] = 32
+    config["data"]["patches_per_epoch"] = 32
+    fit(load_config(config), progress=False)
+    assert (tmp_path / "run" / "figures" / "epoch_0001.png").is_file()
+
+
+def make_pairs(root: Path, *, mismatch: str | None = None) -> None:
+    for split, names in (
+        ("train", ["CT_small.dcm", "bad_sequence.dcm"]),
+        ("val", ["MR_small.dcm"]),
+    ):
+        for name in names:
+            for folder in ("low", "high"):
+                (root / split / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data_file(name), root / split / "high" / name)
+            result = CliRunner().invoke(
+                app,
+                [
+                    "simulate",
+                    str(data_file(name)),
+                    "-o",
+                    str(root / split / "low" / name),
+                    "--noise",
+                    "gaussian",
+                    "--sigma",
+                    "20",
+                ],
+            )
+            assert result.exit_code == 0, result.output
+    if mismatch == "unmatched":
+        (root / "train" / "low" / "CT_small.dcm").rename(root / "train" / "low" / "other.dcm")
+    if mismatch == "size":
+        shutil.copyfile(data_file("MR_small.dcm"), root / "train" / "low" / "CT_small.dcm")
+
+
+def paired_config(tmp_path: Path, root: Path) -> dict:
+    config = tiny_config(tmp_path, epochs=1)
+    config["data"] = {
+        "mode": "paired",
+        "root": str(root),
+        "patch_size": 32,
+        "patches_per_epoch": 64,
+        "val_size": 64,
+    }
+    return config
+
+
+def test_paired_folders_train(tmp_path):
+    make_pairs(tmp_path / "pairs")
+    result = fit(load_config(paired_config(tmp_path, tmp_path / "pairs")), progress=False)
+    assert "val_psnr" in result.history[-1]
+
+
+@pytest.mark.parametrize(
+    ("problem", "message"), [("unmatched", "without a partner"), ("size", "differs in size")]
+)
+def test_paired_folder_problems_are_named(tmp_path, problem, message):
+    make_pairs(tmp_path / "pairs", mismatch=problem)
+    with pytest.raises(DataError, match=message):
+        fit(load_config(paired_config(tmp_path, tmp_path / "pairs")), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"model": {"name": "no_such_net"}}, "model.name"),
+        ({"data": {"mode": "synthetic", "train": ["x"], "channels": 2}}, "data.channels"),
+        ({"data": {"mode": "paired"}}, "data"),
+        ({"loss": "l3"}, "loss"),
+        ({"epochs": 0}, "epochs"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, change, field):
+    config = tiny_config(tmp_path)
+    config.update(change)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(config)
+
+
+def test_missing_paired_folder_is_named(tmp_path):
+    config = paired_config(tmp_path, tmp_path / "absent")
+    with pytest.raises(DataError, match=r"data\.root"):
+        fit(load_config(config), progress=False)
+
+
+def test_overrides_parse_yaml_values(tmp_path):
+    config = load_config(
+        tiny_config(tmp_path), ["epochs=2", "data.patch_size=48", "noise.sigma_range=[5, 10]"]
+    )
+    assert config.epochs == 2 and config.data.patch_size == 48
+    assert config.noise.sigma_range == (5.0, 10.0)
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(tiny_config(tmp_path), ["epochs"])
+
+
+def test_train_then_denoise_from_the_cli(tmp_path):
+    import yaml
+
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config(tmp_path, epochs=1)))
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", str(config_path), "--set", "data.patches_per_epoch=64"])
+    assert trained.exit_code == 0, trained.output
+    checkpoint = tmp_path / "run" / "best.safetensors"
+    denoised = runner.invoke(
+        app,
+        [
+            "denoise",
+            str(data_file("CT_small.dcm")),
+            "-o",
+            str(tmp_path / "out"),
+            "--method",
+            str(checkpoint),
+        ],
+    )
+    assert denoised.exit_code == 0, denoised.output
+    import pydicom
+
+    written = pydicom.dcmread(tmp_path / "out" / "CT_small.dcm")
+    assert "dncnn" in written.DerivationDescription
+    from meddenoise import denoise
+
+    image = np.random.default_rng(0).random((40, 50)).astype(np.float32)
+    assert denoise(image, method=checkpoint).shape == (40, 50)
+
+
+def test_train_help_lists_the_config_fields():
+    result = CliRunner().invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    for field in ("model.name", "data.patch_size", "noise.sigma_range", "early_stopping"):
+        assert field in result.output
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=[path.stem for path in CONFIGS])
+def test_reference_configs_train_from_the_cli(config_path, tmp_path):
+    """A smoke version of each reference recipe: one epoch of a few patches."""
+    overrides = [
+        "epochs=1",
+        "data.patches_per_epoch=8",
+        "data.val_size=64",
+        "batch_size=4",
+        f"output={tmp_path / 'run'}",
+        "baselines=[]",
+    ]
+    if "paired" in config_path.read_text():
+        make_pairs(tmp_path / "pairs")
+        overrides += [f"data.root={tmp_path / 'pairs'}", "data.patch_size=64"]
+    arguments = [sys.executable, "-m", "meddenoise.cli", "train", str(config_path)]
+    for override in overrides:
+        arguments += ["--set", override]
+    result = subprocess.run(arguments, capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "best.safetensors").is_file()
