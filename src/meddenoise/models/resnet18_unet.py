@@ -89,9 +89,9 @@ class ResNet18UNet(nn.Module):
         self,
         *,
         channels: int = 1,
-        encoder_widths: tuple[int, int, int, int] = (64, 128, 256, 512),
-        blocks: tuple[int, int, int, int] = (2, 2, 2, 2),
-        decoder_widths: tuple[int, int, int, int, int] = (256, 128, 64, 64, 32),
+        encoder_widths: tuple[int, ...] = (64, 128, 256, 512),
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+        decoder_widths: tuple[int, ...] = (256, 128, 64, 64, 32),
         full_resolution_width: int = 32,
     ) -> None:
         super().__init__()

@@ -1,0 +1,127 @@
+"""Tiled inference: coverage, blending, tiled == whole image, layouts, precision."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from meddenoise.inference import (
+    NeuralDenoiser,
+    TilingOptions,
+    bf16_supported,
+    tile_starts,
+    tiled_apply,
+)
+from meddenoise.models import build_model
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(100, 100, 10), (1000, 256, 64), (257, 256, 64), (513, 128, 32)]
+)
+def test_tiles_cover_the_image_and_end_at_its_border(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + min(tile, length) == length
+    for previous, following in itertools.pairwise(starts):
+        assert following - previous <= tile - overlap
+
+
+def test_blending_an_identity_gives_the_image_back():
+    image = torch.rand(3, 300, 517, generator=torch.Generator().manual_seed(0))
+    result = tiled_apply(
+        lambda batch: batch, image, TilingOptions(tile_size=128, overlap=48, margin=8)
+    )
+    torch.testing.assert_close(result, image, rtol=0, atol=1e-6)
+
+
+def test_invalid_tiling_options_are_refused():
+    with pytest.raises(ValueError, match="margin"):
+        TilingOptions(tile_size=128, overlap=16, margin=16)
+    with pytest.raises(ValueError, match="overlap"):
+        TilingOptions(tile_size=64, overlap=64)
+
+
+@pytest.mark.parametrize("name", ["dncnn", "cond_unet"])
+def test_tiled_and_whole_image_results_agree_on_1024_squared(name):
+    torch.manual_seed(0)
+    network = build_model(name).eval()
+    image = np.random.default_rng(1).random((1024, 1024)).astype(np.float32) * 0.6 + 0.2
+    tiled = NeuralDenoiser(network, sigma=0.1, precision="fp32")
+    whole = NeuralDenoiser(
+        network,
+        sigma=0.1,
+        precision="fp32",
+        tiling=TilingOptions(tile_size=2048, overlap=0, margin=0),
+    )
+    difference = np.abs(tiled(image) - whole(image)).max()
+    assert difference < 1e-3, difference
+
+
+@pytest.fixture(scope="module")
+def small_denoiser() -> NeuralDenoiser:
+    torch.manual_seed(0)
+    return NeuralDenoiser(build_model("dncnn", depth=5, features=16), precision="fp32")
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3), (4, 37, 53), (3, 3)])
+def test_layouts_keep_their_shape(small_denoiser, shape):
+    image = np.random.default_rng(2).random(shape).astype(np.float32)
+    result = small_denoiser(image)
+    assert result.shape == shape and result.dtype == np.float32 and np.all(np.isfinite(result))
+
+
+def test_volume_goes_slice_by_slice(small_denoiser):
+    volume = np.random.default_rng(3).random((3, 40, 44)).astype(np.float32)
+    result = small_denoiser(volume)
+    np.testing.assert_allclose(result[1], small_denoiser(volume[1]), atol=1e-6)
+
+
+def test_conditioned_network_uses_the_given_noise_level():
+    torch.manual_seed(0)
+    network = build_model("cond_unet", widths=[16, 32], blocks=[1, 1])
+    image = np.random.default_rng(4).random((64, 64)).astype(np.float32)
+    low = NeuralDenoiser(network, sigma=0.01)(image)
+    high = NeuralDenoiser(network, sigma=0.2)(image)
+    assert not np.allclose(low, high)
+
+
+def test_colour_network_refuses_grey_input():
+    denoiser = NeuralDenoiser(build_model("dncnn", channels=3, depth=3, features=8))
+    with pytest.raises(ValueError, match="colour network"):
+        denoiser(np.zeros((32, 32), np.float32))
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="no native bf16 on this CPU")
+def test_bf16_stays_close_to_fp32():
+    torch.manual_seed(0)
+    network = build_model("cond_unet")
+    image = np.random.default_rng(5).random((256, 256)).astype(np.float32)
+    fp32 = NeuralDenoiser(network, sigma=0.1, precision="fp32")(image)
+    bf16 = NeuralDenoiser(network, sigma=0.1, precision="bf16")(image)
+    assert np.abs(fp32 - bf16).mean() < 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dncnn", "cond_unet"])
+def test_4096_squared_radiograph_peak_memory_under_3_gb(name):
+    script = textwrap.dedent(
+        f"""
+        import resource, numpy as np, torch
+        from meddenoise.inference import NeuralDenoiser
+        from meddenoise.models import build_model
+        image = np.random.default_rng(0).random((4096, 4096)).astype(np.float32)
+        result = NeuralDenoiser(build_model({name!r}), sigma=0.05, precision="auto")(image)
+        assert result.shape == image.shape
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        """
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    peak_gib = int(output.stdout.split()[-1]) / 2**20
+    assert peak_gib < 3.0, peak_gib
