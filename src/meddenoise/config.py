@@ -105,7 +105,7 @@ class GanConfig(Strict):
 class TrainConfig(Strict):
     model: ModelConfig
     data: DataConfig
-    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)  # type: ignore[arg-type]
     loss: str = Field("l1", description="l1, mse, ssim, or a mixture like 0.8*l1+0.2*ssim")
     epochs: int = Field(10, ge=1, description="number of epochs")
     batch_size: int = Field(16, ge=1, description="patches per optimizer step")

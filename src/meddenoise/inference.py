@@ -176,7 +176,7 @@ class NeuralDenoiser:
         self._precision = resolved
         self.network = self.network.to(self._device).eval()
         if self._device.type == "cpu":
-            self.network = self.network.to(memory_format=torch.channels_last)
+            self.network = self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     @property
     def parameters(self) -> dict[str, object]:

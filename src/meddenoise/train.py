@@ -403,7 +403,7 @@ def fit(
     output.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config)
     network = build_model(config.model.name, **config.model.arguments)
-    network = network.to(memory_format=torch.channels_last)
+    network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
