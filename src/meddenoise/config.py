@@ -85,6 +85,17 @@ class DataConfig(Strict):
         None, description="CENTER, WIDTH in modality units (e.g. HU); default: 0.1-99.9 pct"
     )
     augment: bool = Field(True, description="random flips and 90-degree rotations")
+    scales: list[float] = Field(
+        default_factory=lambda: [1.0],
+        description="each image is also used downscaled by these factors, e.g. [1, 0.5, 0.25]",
+    )
+
+    @field_validator("scales")
+    @classmethod
+    def scales_in_range(cls, scales: list[float]) -> list[float]:
+        if not scales or not all(0 < scale <= 1 for scale in scales):
+            raise ValueError("scales must be factors in (0, 1]")
+        return scales
 
     @model_validator(mode="after")
     def sources_given(self) -> DataConfig:
@@ -121,6 +132,9 @@ class TrainConfig(Strict):
     baselines: list[str] = Field(
         default_factory=list,
         description="classical methods scored on the validation set for comparison, e.g. [median]",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 autocast for the forward pass (about 2x faster on AVX-512 CPUs)"
     )
     seed: int = Field(0, description="seed for weights, patches and noise")
     output: Path = Field(Path("runs/model"), description="folder for checkpoints and logs")

@@ -104,6 +104,13 @@ def _resize(unit: np.ndarray, side: int | None) -> np.ndarray:
     return resize(unit, (side, side, unit.shape[-1]), anti_aliasing=True).astype(np.float32)
 
 
+def _rescale(unit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from skimage.transform import resize
+
+    shape = (*size, unit.shape[-1])
+    return np.clip(resize(unit, shape, anti_aliasing=True), 0, 1).astype(np.float32)
+
+
 def load_images(entries: list[str], data: DataConfig) -> list[np.ndarray]:
     """Every plane of every entry as float32 (H, W, C) in [0, 1]."""
     mapping = IntensityMapping.from_window(*data.window) if data.window else None
@@ -135,6 +142,10 @@ def load_images(entries: list[str], data: DataConfig) -> list[np.ndarray]:
                         f"data.patch_size {data.patch_size}"
                     )
                 images.append(unit)
+                for scale in data.scales:
+                    side = (round(unit.shape[0] * scale), round(unit.shape[1] * scale))
+                    if scale < 1 and min(side) >= data.patch_size:
+                        images.append(_rescale(unit, side))
     if not images:
         raise DataError(f"no usable images in {entries}")
     return images

@@ -196,14 +196,21 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     batches: Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]],
     loss_function: Any,
+    *,
+    bf16: bool = False,
 ) -> float:
-    """Supervised epoch: minimise loss(network(noisy), clean); returns the mean loss."""
+    """Supervised epoch: minimise loss(network(noisy), clean); returns the mean loss.
+
+    With `bf16` the forward pass runs under bf16 autocast; the loss is computed in fp32.
+    """
     network.train()
     total, count = 0.0, 0
     for noisy, clean, levels in batches:
         assert clean is not None
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_function(run_network(network, noisy, levels), clean)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            prediction = run_network(network, noisy, levels)
+        loss = loss_function(prediction.float(), clean)
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(noisy)
@@ -458,7 +465,9 @@ def fit(
                 network, optimizer, batches, self_generator
             )
         else:
-            train_loss = train_one_epoch(network, optimizer, batches, loss_function)
+            train_loss = train_one_epoch(
+                network, optimizer, batches, loss_function, bf16=config.precision == "bf16"
+            )
         learning_rate = optimizer.param_groups[0]["lr"]
         scheduler.step()
         scores = evaluate(network, data) if data.val_noisy else {}
