@@ -492,6 +492,72 @@ def train(
     typer.echo(summary)
 
 
+@app.command()
+def benchmark(
+    methods: Annotated[
+        list[str] | None,
+        typer.Option("--method", "-m", help="Method name or checkpoint (repeatable)."),
+    ] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Report folder.")] = Path(
+        "benchmark-output"
+    ),
+    quick: Annotated[
+        bool, typer.Option(help="One image and two noise settings (a smoke run).")
+    ] = False,
+    speed: Annotated[bool, typer.Option(help="Also time 512² and 2048² images.")] = True,
+) -> None:
+    """Methods x test images x noise settings: CSV and a Markdown report with plots and crops."""
+    import datetime
+    import platform
+
+    from meddenoise import benchmark as bench
+    from meddenoise.report import write_benchmark_report
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    chosen = methods or ["median", "nlm", "bm3d", "default"]
+    images = bench.TEST_IMAGES[1:2] if quick else bench.TEST_IMAGES
+    settings = (
+        bench.NOISE_SETTINGS[1:2] + bench.NOISE_SETTINGS[4:5] if quick else bench.NOISE_SETTINGS
+    )
+    try:
+        rows, outputs, cases = bench.run_quality(
+            chosen,
+            images=images,
+            settings=settings,
+            on_row=lambda row: logger.info(
+                "%s | %s | %s: %.2f dB (noisy %.2f)",
+                row.method,
+                row.image,
+                row.noise,
+                row.psnr,
+                row.noisy_psnr,
+            ),
+        )
+        timings = (
+            bench.run_speed(chosen, large=not quick, repeats=1 if quick else 3) if speed else []
+        )
+    except (ValueError, ImportError, RuntimeError) as error:
+        _fail(str(error))
+        raise typer.Exit(code=1) from None
+    output.mkdir(parents=True, exist_ok=True)
+    bench.write_csv(output / "benchmark.csv", rows)
+    machine = f"{datetime.date.today()}, {platform.processor() or platform.machine()}, " + (
+        f"{__import__('os').cpu_count()} cores"
+    )
+    command = "meddenoise benchmark " + " ".join(sys.argv[2:])
+    report = write_benchmark_report(
+        output,
+        rows,
+        outputs,
+        cases,
+        timings,
+        protocol=bench.__doc__ or "",
+        machine=machine,
+        command=command,
+    )
+    typer.echo(f"report: {report}")
+
+
 def main() -> None:
     app()
 

@@ -99,3 +99,201 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically."""
     atomic_write_with(path, lambda target: target.write_text(text, encoding="utf-8"))
+
+
+def _grouped_table(rows, noise_labels, methods, value) -> str:  # type: ignore[no-untyped-def]
+    """One row per method, one column per noise setting: the mean of `value` over images."""
+    table_rows = []
+    for method in methods:
+        cells: list[object] = [method]
+        for noise in noise_labels:
+            values = [value(row) for row in rows if row.method == method and row.noise == noise]
+            cells.append(float(np.mean(values)) if values else "")
+        table_rows.append(cells)
+    return markdown_table(["method", *noise_labels], table_rows)
+
+
+def write_benchmark_report(
+    output: Path,
+    rows: Sequence,  # Sequence[benchmark.Row]
+    outputs: dict,
+    cases: Sequence,
+    speed: Sequence = (),
+    *,
+    protocol: str,
+    machine: str,
+    command: str,
+) -> Path:
+    """benchmark.md with protocol, mean tables, per-image table, plots and crops; returns it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(row.method for row in rows))
+    noise_labels = list(dict.fromkeys(row.noise for row in rows))
+    figures = output / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+
+    figure, axis = plt.subplots(figsize=(8, 4))
+    positions = np.arange(len(noise_labels))
+    noisy = [
+        np.mean([r.noisy_psnr for r in rows if r.noise == n and r.method == methods[0]])
+        for n in noise_labels
+    ]
+    axis.plot(positions, noisy, "k--", label="noisy")
+    for method in methods:
+        axis.plot(
+            positions,
+            [
+                np.mean([r.psnr for r in rows if r.method == method and r.noise == n])
+                for n in noise_labels
+            ],
+            marker="o",
+            label=method,
+        )
+    axis.set_xticks(positions, noise_labels, rotation=30, ha="right", fontsize=8)
+    axis.set_ylabel("mean PSNR (dB)")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    atomic_write_with(
+        figures / "psnr_vs_noise.png", lambda target: figure.savefig(target, dpi=100, format="png")
+    )
+    plt.close(figure)
+
+    if speed:
+        figure, axis = plt.subplots(figsize=(6, 3))
+        axis.barh([result.method for result in speed], [result.seconds_512 for result in speed])
+        axis.set_xscale("log")
+        axis.set_xlabel("seconds for 512 x 512 (log scale)")
+        figure.tight_layout()
+        atomic_write_with(
+            figures / "speed.png", lambda target: figure.savefig(target, dpi=100, format="png")
+        )
+        plt.close(figure)
+
+    crop_names = []
+    shown_kinds = set()
+    for case in cases:
+        kind = case.noise.kind
+        if kind in shown_kinds:
+            continue
+        shown_kinds.add(kind)
+        panels = [("clean", case.clean), (f"noisy ({case.noise.label})", case.noisy)]
+        for method in methods:
+            denoised = outputs[(method, case.image.label, case.noise.label)]
+            panels.append((method, denoised))
+        for method in methods:
+            denoised = outputs[(method, case.image.label, case.noise.label)]
+            panels.append((f"{method} residual", case.noisy - denoised))
+        name = f"crops_{kind}.png"
+        _save_grid(figures / name, panels, columns=2 + len(methods))
+        crop_names.append((f"{case.image.label}, {case.noise.label}", name))
+
+    lines = [
+        "# Benchmark",
+        "",
+        f"- Date and machine: {machine}",
+        f"- Command: `{command}`",
+        "",
+        "## Protocol",
+        "",
+        protocol.strip(),
+        "",
+        "## Mean PSNR (dB) over the test images",
+        "",
+        _grouped_table(rows, noise_labels, methods, lambda row: row.psnr),
+        "",
+        "## Mean SSIM",
+        "",
+        _grouped_table(rows, noise_labels, methods, lambda row: row.ssim),
+        "",
+        "## Mean seconds per megapixel",
+        "",
+        _grouped_table(rows, noise_labels, methods, lambda row: row.seconds_per_megapixel),
+        "",
+        "![PSNR versus noise](figures/psnr_vs_noise.png)",
+        "",
+    ]
+    if speed:
+        speed_rows = [
+            [
+                result.method,
+                result.seconds_512,
+                "" if result.ratio_to_bm3d is None else f"1/{1 / result.ratio_to_bm3d:.1f}",
+                "" if result.seconds_2048 is None else result.seconds_2048,
+                ""
+                if result.seconds_2048 is None
+                else f"{result.seconds_2048 / result.seconds_512:.1f}",
+                "" if result.peak_rss_gib_2048 is None else result.peak_rss_gib_2048,
+            ]
+            for result in speed
+        ]
+        lines += [
+            "## Speed",
+            "",
+            markdown_table(
+                [
+                    "method",
+                    "512² seconds",
+                    "time / BM3D time",
+                    "2048² seconds",
+                    "2048² / 512²",
+                    "2048² peak RSS GiB",
+                ],
+                speed_rows,
+            ),
+            "",
+            "![speed](figures/speed.png)",
+            "",
+        ]
+    lines += [
+        "## Every image",
+        "",
+        markdown_table(
+            ["method", "image", "noise", "noisy PSNR", "PSNR", "SSIM", "s/MP"],
+            [
+                [r.method, r.image, r.noise, r.noisy_psnr, r.psnr, r.ssim, r.seconds_per_megapixel]
+                for r in rows
+            ],
+        ),
+        "",
+    ]
+    lines += ["## Crops (a residual that shows anatomy means the method removed anatomy)", ""]
+    for title, name in crop_names:
+        lines += [f"### {title}", "", f"![{title}](figures/{name})", ""]
+    path = output / "benchmark.md"
+    write_text(path, "\n".join(lines))
+    return path
+
+
+def _save_grid(path: Path, panels: Sequence[tuple[str, np.ndarray]], *, columns: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = int(np.ceil((len(panels) + 2) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    residual_spread = (
+        max(
+            (float(np.percentile(np.abs(p), 99.5)) for t, p in panels if t.endswith("residual")),
+            default=1.0,
+        )
+        or 1.0
+    )
+    for index, (title, picture) in enumerate(panels):
+        # Residuals go under their method, leaving the clean and noisy columns empty.
+        axis = axes.flat[index if index < columns else index + 2]
+        if title.endswith("residual"):
+            shown = np.clip(picture / (2 * residual_spread) + 0.5, 0, 1)
+        else:
+            shown = np.clip(picture, 0, 1)
+        axis.imshow(shown, cmap="gray", vmin=0, vmax=1)
+        axis.set_title(title, fontsize=7)
+    figure.tight_layout()
+    atomic_write_with(path, lambda target: figure.savefig(target, dpi=90, format="png"))
+    plt.close(figure)

@@ -1,0 +1,62 @@
+"""The benchmark: protocol, rows, report files; a quick run from the CLI."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+from typer.testing import CliRunner
+
+from meddenoise import benchmark as bench
+from meddenoise.cli import app
+
+
+def test_test_images_are_mapped_to_the_unit_range():
+    image = bench.load_test_image(bench.TEST_IMAGES[1])
+    assert image.shape == (512, 512) and image.dtype == np.float32
+    assert image.min() == 0.0 and image.max() == 1.0
+
+
+def test_cases_are_reproducible_and_oracle_levels_are_right():
+    whole = bench.load_test_image(bench.TEST_IMAGES[1])
+    setting = bench.NoiseSetting("gaussian 25", "gaussian", 25)
+    first = bench.make_case(bench.TEST_IMAGES[1], whole, setting, seed=3)
+    second = bench.make_case(bench.TEST_IMAGES[1], whole, setting, seed=3)
+    np.testing.assert_array_equal(first.noisy, second.noisy)
+    assert first.clean.shape == (bench.CROP, bench.CROP)
+    assert abs(np.std(first.noisy - first.clean) - 25 / 255) < 0.005
+    poisson = bench.make_case(
+        bench.TEST_IMAGES[1], whole, bench.NoiseSetting("pg", "poisson-gaussian", 300), seed=4
+    )
+    assert abs(np.std(poisson.noisy - poisson.clean) - poisson.sigma) < 0.1 * poisson.sigma
+
+
+def test_low_dose_ct_applies_only_to_ct():
+    setting = bench.NoiseSetting("low-dose-ct 25%", "low-dose-ct", 0.25)
+    assert [setting.applies_to(image) for image in bench.TEST_IMAGES] == [False, True, False, True]
+
+
+def test_quick_benchmark_from_the_cli_writes_csv_and_report(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            "--quick",
+            "--no-speed",
+            "-m",
+            "median",
+            "-m",
+            "gaussian",
+            "-o",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "benchmark.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["method"] for row in rows} == {"median", "gaussian"}
+    for row in rows:
+        assert float(row["psnr"]) > float(row["noisy_psnr"])
+    report = (tmp_path / "benchmark.md").read_text(encoding="utf-8")
+    assert "## Protocol" in report and "0.1-99.9 percentile" in report
+    assert (tmp_path / "figures" / "psnr_vs_noise.png").is_file()
