@@ -101,7 +101,7 @@ def write_text(path: Path, text: str) -> None:
     atomic_write_with(path, lambda target: target.write_text(text, encoding="utf-8"))
 
 
-def _grouped_table(rows, noise_labels, methods, value) -> str:  # type: ignore[no-untyped-def]
+def _grouped_table(rows, noise_labels, methods, value) -> str:
     """One row per method, one column per noise setting: the mean of `value` over images."""
     table_rows = []
     for method in methods:
