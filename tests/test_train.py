@@ -294,3 +294,18 @@ def test_reference_configs_train_from_the_cli(config_path, tmp_path):
     result = subprocess.run(arguments, capture_output=True, text=True, check=False, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_low_dose_ct_training_uses_the_sinogram_pool(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    config["data"] = {
+        "mode": "synthetic",
+        "train": ["pydicom:CT_small.dcm"],
+        "val": ["pydicom:CT_small.dcm"],
+        "patch_size": 32,
+        "patches_per_epoch": 32,
+        "val_size": 64,
+    }
+    config["noise"] = {"kind": "low-dose-ct", "dose_fraction_range": [0.1, 0.5]}
+    result = fit(load_config(config), progress=False)
+    assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_psnr"])

@@ -55,6 +55,8 @@ class TrainingData:
     summary: dict[str, Any] = field(default_factory=dict)
     # Self-supervised: the noise level estimated once per training image (for conditioned nets).
     train_levels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # Low-dose CT: the clean sinogram of each training image, computed on first use.
+    sinograms: list[np.ndarray] = field(default_factory=list)
 
 
 def _central_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -63,11 +65,23 @@ def _central_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
-def _ct_noisy(clean: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+def _ct_noisy(
+    clean: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    sinogram: np.ndarray | None = None,
+) -> np.ndarray:
+    """A low-dose reconstruction of `clean` (H, W, 1) at a dose drawn from the config's range.
+
+    The noise-free sinogram is dose-independent: pass a cached one to skip the forward projection.
+    """
     from meddenoise.noise import LowDoseCT
 
-    dose = rng.uniform(*config.noise.dose_fraction_range)
-    return LowDoseCT(dose_fraction=dose)(clean[..., 0], rng)[..., None].astype(np.float32)
+    model = LowDoseCT(dose_fraction=rng.uniform(*config.noise.dose_fraction_range))
+    if sinogram is None:
+        sinogram = model.sinogram(clean[..., 0])
+    noisy = model.noisy_from_sinogram(sinogram, clean.shape[:2], rng)
+    return np.asarray(noisy, dtype=np.float32)[..., None]
 
 
 def prepare_data(config: TrainConfig) -> TrainingData:
@@ -164,7 +178,15 @@ def epoch_batches(
         noisy, clean, sources = sample_patches(data.train_images, count, size, rng, augment=augment)
         levels = data.train_levels[sources]
     elif config.noise.kind == "low-dose-ct":
-        noisy_images = [_ct_noisy(image, config, rng) for image in data.train_images]
+        if not data.sinograms:  # computed once per run: a pool of clean sinograms
+            from meddenoise.noise import LowDoseCT
+
+            projector = LowDoseCT(dose_fraction=1.0)
+            data.sinograms = [projector.sinogram(image[..., 0]) for image in data.train_images]
+        noisy_images = [
+            _ct_noisy(image, config, rng, sinogram)
+            for image, sinogram in zip(data.train_images, data.sinograms, strict=True)
+        ]
         noisy, clean, _ = sample_patches(
             noisy_images, count, size, rng, augment=augment, partners=data.train_images
         )
