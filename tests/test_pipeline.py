@@ -242,3 +242,33 @@ def test_4d_volumes_go_one_volume_at_a_time() -> None:
 
     assert seen == [(4, 8, 9)] * 2
     assert result.shape == (2, 4, 8, 9)
+
+
+def test_shipped_weights_become_the_default_when_present(tmp_path, monkeypatch):
+    import torch
+
+    from meddenoise import pipeline
+    from meddenoise.checkpoint import save_checkpoint
+    from meddenoise.inference import NeuralDenoiser
+    from meddenoise.models import build_model
+
+    monkeypatch.setattr(pipeline, "weights_folder", lambda: tmp_path)
+    image = np.random.default_rng(0).random((32, 40)).astype(np.float32)
+    assert pipeline.make_method("default", sigma=None, colour=False).name == "nlm"
+    with pytest.raises(ValueError, match="no shipped weights"):
+        pipeline.make_method("ct-lowdose", sigma=None, colour=False)
+
+    torch.manual_seed(0)
+    arguments = {"widths": [8, 16], "blocks": [1, 1]}
+    save_checkpoint(
+        tmp_path / "default.safetensors",
+        build_model("cond_unet", **arguments),
+        model="cond_unet",
+        arguments=arguments,
+    )
+    chosen = pipeline.make_method("default", sigma=None, colour=False)
+    assert isinstance(chosen, NeuralDenoiser) and chosen.name == "cond_unet"
+    assert denoise(image).shape == image.shape
+    assert "pretrained network" in list_methods()["default"]
+    # Colour input still takes the colour default while no rgb weights ship.
+    assert pipeline.make_method("default", sigma=None, colour=True).name == "nlm"

@@ -21,16 +21,43 @@ from meddenoise.types import Denoiser, FloatArray, layout_of
 # method, chosen on images outside the test split (docs/benchmarks.md, second table).
 DEFAULT_GREY_METHOD = "nlm"
 DEFAULT_COLOUR_METHOD = "nlm"
+# Pretrained networks in meddenoise/weights/: method name -> file.
+SHIPPED_WEIGHTS = {
+    "default": "default.safetensors",
+    "ct-lowdose": "ct-lowdose.safetensors",
+    "rgb": "rgb.safetensors",
+}
+SHIPPED_DESCRIPTIONS = {
+    "default": "pretrained grey network: Gaussian and X-ray (Poisson-Gaussian) noise, blind",
+    "ct-lowdose": "pretrained network for low-dose CT (sinogram-domain noise)",
+    "rgb": "pretrained colour network (dermatology, fundus, histology photographs)",
+}
+
+
+def weights_folder() -> Path:
+    """Where the shipped weights live (inside the installed package)."""
+    return Path(__file__).parent / "weights"
+
+
+def shipped_weights(name: str) -> Path | None:
+    """The shipped weights file for method `name`, or None while it is not shipped."""
+    file_name = SHIPPED_WEIGHTS.get(name)
+    if file_name is None:
+        return None
+    path = weights_folder() / file_name
+    return path if path.is_file() else None
 
 
 def list_methods() -> dict[str, str]:
     """Every method name with a one-line description, `default` first."""
     from meddenoise.classical import available_methods
 
-    methods = {
-        "default": f"the recommended method: {DEFAULT_GREY_METHOD} for grey, "
-        f"{DEFAULT_COLOUR_METHOD} for colour"
-    }
+    grey = "pretrained network" if shipped_weights("default") else DEFAULT_GREY_METHOD
+    colour = "pretrained rgb network" if shipped_weights("rgb") else DEFAULT_COLOUR_METHOD
+    methods = {"default": f"the recommended method: {grey} for grey, {colour} for colour"}
+    for name in ("ct-lowdose", "rgb"):
+        if shipped_weights(name):
+            methods[name] = SHIPPED_DESCRIPTIONS[name]
     methods.update(available_methods())
     return methods
 
@@ -59,7 +86,15 @@ def make_method(
 
     name = os.fspath(method)
     if name == "default":
+        shipped = shipped_weights("rgb" if colour else "default")
+        if shipped is not None:
+            return load_neural_denoiser(shipped, sigma=sigma)
         name = DEFAULT_COLOUR_METHOD if colour else DEFAULT_GREY_METHOD
+    if name in SHIPPED_WEIGHTS:
+        shipped = shipped_weights(name)
+        if shipped is None:
+            raise ValueError(f"method {name!r} has no shipped weights in this version")
+        return load_neural_denoiser(shipped, sigma=sigma)
     if name in METHODS:
         return make_denoiser(name, sigma=sigma)
     if Path(name).suffix == ".safetensors" or Path(name).is_file():
@@ -79,10 +114,13 @@ def load_neural_denoiser(path: Path, *, sigma: float | None = None) -> Denoiser:
         checkpoint = load_checkpoint(path)
     except CheckpointError as error:
         raise ValueError(str(error)) from None
+    # A shipped model's card decides bf16 (used only where it costs < 0.02 dB on validation).
+    precision = str(checkpoint.metadata.get("inference_precision", "fp32"))
     return NeuralDenoiser(
         checkpoint.network,
         name=checkpoint.model,
         sigma=sigma,
+        precision=precision if precision in ("fp32", "bf16") else "fp32",
         description={"checkpoint": path.name, "model": checkpoint.model},
     )
 
