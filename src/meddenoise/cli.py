@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -135,7 +136,7 @@ def collect_jobs(inputs: list[Path], outdir: Path) -> tuple[list[Job], list[str]
 def _process_batch(
     jobs: list[Job],
     problems: list[str],
-    work: typer.models.CallbackParam | object,
+    work: Callable[[Job], int],
     *,
     verb: str,
     outdir: Path,
@@ -159,7 +160,7 @@ def _process_batch(
             if target in all_inputs:
                 raise ImageError(job.output, "refusing to overwrite an input file")
             seen_outputs.add(target)
-            clipped = work(job)  # type: ignore[operator]
+            clipped = work(job)
             if clipped:
                 typer.echo(
                     f"warning: {job.output}: {clipped:,} values were clipped into the stored range",
