@@ -309,3 +309,21 @@ def test_low_dose_ct_training_uses_the_sinogram_pool(tmp_path):
     config["noise"] = {"kind": "low-dose-ct", "dose_fraction_range": [0.1, 0.5]}
     result = fit(load_config(config), progress=False)
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_psnr"])
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    # A network without BatchNorm, whose running statistics would move even at lr ~ 0.
+    small = {"name": "cond_unet", "arguments": {"widths": [8, 16], "blocks": [1, 1]}}
+    first = fit(load_config(tiny_config(tmp_path / "a", epochs=1, model=small)), progress=False)
+    tuned = tiny_config(
+        tmp_path / "b", epochs=1, learning_rate=1e-12, init=str(first.last), model=small
+    )
+    result = fit(load_config(tuned), progress=False)
+    # With a vanishing learning rate the fine-tuned network is still the initial one.
+    assert result.history[-1]["val_psnr"] == pytest.approx(first.history[-1]["val_psnr"], abs=0.05)
+    wrong = tiny_config(tmp_path / "c", epochs=1, init=str(first.last))
+    wrong["model"] = {"name": "gondara_cdae"}
+    from meddenoise.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="init"):
+        fit(load_config(wrong), progress=False)

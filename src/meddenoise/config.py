@@ -129,6 +129,11 @@ class TrainConfig(Strict):
         None, description="stop after this many epochs without a better validation PSNR"
     )
     gan: GanConfig | None = Field(None, description="adversarial training (unet_gan)")
+    init: str | None = Field(
+        None,
+        description="start from these weights (fine-tuning): a .safetensors checkpoint of the "
+        "same model, or a shipped name: default, ct-lowdose, rgb",
+    )
     baselines: list[str] = Field(
         default_factory=list,
         description="classical methods scored on the validation set for comparison, e.g. [median]",

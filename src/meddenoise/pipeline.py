@@ -103,8 +103,13 @@ def make_method(
     raise ValueError(f"unknown method {name!r}; known methods: {known}")
 
 
-def load_neural_denoiser(path: Path, *, sigma: float | None = None) -> Denoiser:
-    """A `NeuralDenoiser` from a checkpoint file (safetensors; never unpickled)."""
+def load_neural_denoiser(
+    path: Path, *, sigma: float | None = None, precision: str | None = None
+) -> Denoiser:
+    """A `NeuralDenoiser` from a checkpoint file (safetensors; never unpickled).
+
+    `precision` None takes the checkpoint's recorded inference precision (fp32 if none).
+    """
     from meddenoise.checkpoint import CheckpointError, load_checkpoint
     from meddenoise.inference import NeuralDenoiser
 
@@ -115,7 +120,8 @@ def load_neural_denoiser(path: Path, *, sigma: float | None = None) -> Denoiser:
     except CheckpointError as error:
         raise ValueError(str(error)) from None
     # A shipped model's card decides bf16 (used only where it costs < 0.02 dB on validation).
-    precision = str(checkpoint.metadata.get("inference_precision", "fp32"))
+    if precision is None:
+        precision = str(checkpoint.metadata.get("inference_precision", "fp32"))
     return NeuralDenoiser(
         checkpoint.network,
         name=checkpoint.model,

@@ -405,6 +405,22 @@ def save_gan_figure(path: Path, network: nn.Module, data: TrainingData) -> None:
     save_panels(path, panels, window=(0.0, 1.0))
 
 
+def initial_weights(source: str, model: str) -> dict[str, torch.Tensor]:
+    """Weights to fine-tune from: a checkpoint path or a shipped model name (same network)."""
+    from safetensors.torch import load_file
+
+    from meddenoise.checkpoint import CheckpointError
+    from meddenoise.pipeline import SHIPPED_WEIGHTS, shipped_weights
+
+    path = shipped_weights(source) if source in SHIPPED_WEIGHTS else Path(source)
+    if path is None or not path.is_file():
+        raise CheckpointError(f"init: no weights at {source!r}")
+    recorded = read_metadata(path)["model"]
+    if recorded != model:
+        raise CheckpointError(f"init: {source} holds a {recorded}, the config trains a {model}")
+    return load_file(str(path))
+
+
 @dataclass
 class FitResult:
     best: Path
@@ -437,6 +453,8 @@ def fit(
         network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     scheduler = _scheduler(optimizer, config)
+    if config.init is not None and not resume:
+        network.load_state_dict(initial_weights(config.init, config.model.name))
     discriminator = discriminator_optimizer = None
     if config.gan is not None:
         discriminator = PatchDiscriminator(channels=config.data.channels)
