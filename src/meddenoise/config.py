@@ -51,6 +51,12 @@ class NoiseConfig(Strict):
     read_noise_range: tuple[float, float] = Field(
         (0.005, 0.02), description="read-noise std in [0, 1] units (poisson-gaussian)"
     )
+    level_jitter: float = Field(
+        0.0,
+        ge=0,
+        description="relative spread of the noise level given to conditioned networks in "
+        "training (e.g. 0.1), so blind use tolerates estimation errors",
+    )
     dose_fraction_range: tuple[float, float] = Field(
         (0.1, 0.5), description="dose fraction range (low-dose-ct)"
     )

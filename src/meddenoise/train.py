@@ -195,6 +195,10 @@ def epoch_batches(
     else:
         clean, _, _ = sample_patches(data.train_images, count, size, rng, augment=augment)
         noisy, levels = add_noise(clean, config.noise, rng)
+    if config.noise.level_jitter > 0:
+        # The network is told a slightly wrong level, as a blind estimate would be.
+        levels = levels * np.exp(rng.normal(0.0, config.noise.level_jitter, len(levels)))
+        levels = levels.astype(np.float32)
     order = rng.permutation(count)
     for first in range(0, count, config.batch_size):
         chosen = order[first : first + config.batch_size]

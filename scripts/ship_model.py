@@ -1,25 +1,42 @@
-"""Write the model card of a checkpoint: what it was trained on, how, and how well it does.
+"""Ship a checkpoint as a pretrained model: weights into the package plus its model card.
 
-    .venv/bin/python scripts/write_model_card.py runs/default/best.safetensors \
-        --name default --benchmark bench/benchmark.csv --out src/meddenoise/weights/default.md
+    .venv/bin/python scripts/ship_model.py runs/default/best.safetensors --name default \
+        --precision bf16 --validation "validation text" [--benchmark bench/benchmark.csv]
 
-Everything comes from the checkpoint's metadata (config, seed, commit, epoch, wall time,
-validation metrics) and, when given, a benchmark CSV of test-split results for this checkpoint.
+Writes src/meddenoise/weights/NAME.safetensors (the same weights, with the inference precision
+recorded: bf16 only where validation showed it costs < 0.02 dB) and NAME.md, the model card.
+Everything in the card comes from the checkpoint's metadata (config, seed, commit, epoch, wall
+time, validation metrics) and, when given, a benchmark CSV of test-split results.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+from safetensors.torch import load_file, save_file
+
 from meddenoise.checkpoint import read_metadata
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "meddenoise" / "weights"
 
 LICENCES = {
     "pydicom": "pydicom / pydicom-data test files (MIT licence)",
     "skimage": "scikit-image sample images (BSD-3 licence; see skimage.data docs for each)",
 }
+
+
+@contextlib.contextmanager
+def safe_metadata(path: Path) -> Iterator[dict[str, str]]:
+    """The raw (string) safetensors metadata of `path`, to extend before re-saving."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        yield dict(handle.metadata() or {})
 
 
 def main() -> None:
@@ -28,9 +45,17 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--benchmark", type=Path, help="benchmark CSV with this checkpoint's rows")
     parser.add_argument("--method", help="method label of this checkpoint in the CSV")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--validation", default="", help="validation evidence (Markdown)")
     arguments = parser.parse_args()
     metadata = read_metadata(arguments.checkpoint)
+    with safe_metadata(arguments.checkpoint) as raw:
+        raw["inference_precision"] = arguments.precision
+        save_file(
+            load_file(str(arguments.checkpoint)),
+            str(WEIGHTS / f"{arguments.name}.safetensors"),
+            metadata=raw,
+        )
     config = metadata.get("config", {})
     data = config.get("data", {})
     sources = sorted({entry.split(":", 1)[0] for entry in data.get("train", []) if ":" in entry})
@@ -60,9 +85,13 @@ def main() -> None:
         "",
         f"`{json.dumps(config.get('noise'))}`",
         "",
-        "## Validation metrics (last recorded epoch)",
+        "## Validation",
         "",
-        f"`{json.dumps(metadata.get('metrics'))}`",
+        f"Training log of the shipped epoch: `{json.dumps(metadata.get('metrics'))}`",
+        "",
+        arguments.validation,
+        "",
+        f"Inference precision: {arguments.precision}.",
         "",
     ]
     if arguments.benchmark is not None:
@@ -84,7 +113,7 @@ def main() -> None:
             for row in rows
         ]
         lines.append("")
-    arguments.out.write_text("\n".join(lines), encoding="utf-8")
+    (WEIGHTS / f"{arguments.name}.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 if __name__ == "__main__":
