@@ -84,7 +84,9 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 
 
 def test_early_stopping_stops(tmp_path):
-    config = tiny_config(tmp_path, epochs=6, learning_rate=1e-9, early_stopping=1)
+    config = tiny_config(
+        tmp_path, epochs=6, learning_rate=1e-9, early_stopping=1, clip_gradients=0.5
+    )
     result = fit(load_config(config), progress=False)
     assert len(result.history) < 6
 

@@ -128,6 +128,9 @@ class TrainConfig(Strict):
     batch_size: int = Field(16, ge=1, description="patches per optimizer step")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    clip_gradients: float | None = Field(
+        None, gt=0, description="clip the gradient norm to this (guards against divergence)"
+    )
     schedule: Literal["cosine", "step", "constant"] = Field(
         "cosine", description="learning-rate schedule over the epochs"
     )

@@ -224,6 +224,7 @@ def train_one_epoch(
     loss_function: Any,
     *,
     bf16: bool = False,
+    clip_gradients: float | None = None,
 ) -> float:
     """Supervised epoch: minimise loss(network(noisy), clean); returns the mean loss.
 
@@ -238,6 +239,8 @@ def train_one_epoch(
             prediction = run_network(network, noisy, levels)
         loss = loss_function(prediction.float(), clean)
         loss.backward()
+        if clip_gradients is not None:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), clip_gradients)
         optimizer.step()
         total += float(loss.detach()) * len(noisy)
         count += len(noisy)
@@ -510,7 +513,12 @@ def fit(
             )
         else:
             train_loss = train_one_epoch(
-                network, optimizer, batches, loss_function, bf16=config.precision == "bf16"
+                network,
+                optimizer,
+                batches,
+                loss_function,
+                bf16=config.precision == "bf16",
+                clip_gradients=config.clip_gradients,
             )
         learning_rate = optimizer.param_groups[0]["lr"]
         scheduler.step()
