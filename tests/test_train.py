@@ -286,6 +286,7 @@ def test_reference_configs_train_from_the_cli(config_path, tmp_path):
         "batch_size=4",
         f"output={tmp_path / 'run'}",
         "baselines=[]",
+        "init=null",
     ]
     if "paired" in config_path.read_text():
         make_pairs(tmp_path / "pairs")
