@@ -68,7 +68,8 @@ def main() -> None:
         f"{metadata.get('epoch')} epochs of {data.get('patches_per_epoch')} patches of "
         f"{data.get('patch_size')}², batch {config.get('batch_size')}, "
         f"wall time {float(metadata.get('wall_seconds', 0)) / 3600:.2f} h on a 2-core CPU",
-        f"- Reproduce: `meddenoise train configs/{arguments.name}.yaml`",
+        f"- Reproduce: `meddenoise train` with the config(s) named under Validation below "
+        f"(`configs/{arguments.name}*.yaml`)",
         "",
         "## Data",
         "",

@@ -24,6 +24,7 @@ from torch import nn
 from meddenoise.io.base import atomic_write_with
 
 FORMAT_VERSION = "1"
+PLAIN_TEXT_KEYS = {"meddenoise", "model", "commit", "inference_precision"}
 
 
 class CheckpointError(ValueError):
@@ -89,6 +90,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: safetensors file without meddenoise metadata")
     decoded: dict[str, Any] = {}
     for key, value in raw.items():
+        if key in PLAIN_TEXT_KEYS:  # a commit like "562e700" would otherwise decode as a number
+            decoded[key] = value
+            continue
         try:
             decoded[key] = json.loads(value)
         except json.JSONDecodeError:

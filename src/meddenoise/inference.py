@@ -58,7 +58,7 @@ class TilingOptions:
     `margin` pixels next to an inner tile edge get zero weight; it must be below overlap / 2.
     """
 
-    tile_size: int = 256
+    tile_size: int = 512
     overlap: int = 64
     margin: int = 16
     batch_size: int = 4
