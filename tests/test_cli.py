@@ -20,7 +20,7 @@ from meddenoise.cli import NOISE_CHOICES, app
 from meddenoise.io import read_image
 from meddenoise.pipeline import denoise, list_methods
 
-from .conftest import file_digest
+from .conftest import data_file, file_digest
 
 runner = CliRunner()
 
@@ -626,8 +626,6 @@ def test_info_over_max_pixels(tmp_path: Path) -> None:
 def test_patient_identifiers_never_reach_the_output(tmp_path: Path) -> None:
     import pydicom
 
-    from .conftest import data_file
-
     good = pydicom.dcmread(data_file("CT_small.dcm"))
     good.PatientName = "Secretname^Jane"
     good.PatientID = "SECRETID42"
@@ -695,3 +693,21 @@ def test_denoise_signal_dependent_noise_through_the_anscombe_transform(tmp_path:
     error_before = np.mean((noisy[inner, inner] - clean[inner, inner]) ** 2)
     error_after = np.mean((denoised[inner, inner] - clean[inner, inner]) ** 2)
     assert error_after < error_before / 3
+
+
+def test_simulate_low_dose_ct_takes_the_slice_spacing(tmp_path: Path) -> None:
+    # The file's PixelSpacing sets the physical size: the same slice read as larger pixels
+    # (a bigger body) attenuates more and comes out noisier.
+    from meddenoise.io import pixel_spacing_mm
+
+    source = data_file("CT_small.dcm")
+    assert pixel_spacing_mm(read_image(source)) == pytest.approx(0.661468)
+    options = ["--noise", "low-dose-ct", "--dose-fraction", "0.25", "--seed", "1"]
+    run("simulate", source, "-o", tmp_path / "own.dcm", *options)
+    run("simulate", source, "-o", tmp_path / "big.dcm", *options, "--pixel-spacing", "2.0")
+    clean = read_image(source).array.astype(np.float64)
+    own = read_image(tmp_path / "own.dcm").array - clean
+    big = read_image(tmp_path / "big.dcm").array - clean
+    assert np.std(big) > 1.2 * np.std(own)
+    result = run("simulate", source, "-o", tmp_path / "x.dcm", *options, "--pixel-spacing", "0")
+    assert result.exit_code == 2 and "pixel-spacing" in result.output

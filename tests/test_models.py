@@ -234,3 +234,23 @@ def test_pad_to_multiple_replicates_when_the_image_is_too_small() -> None:
     assert padded.shape == (1, 1, 8, 8)
     assert padded[0, 0, :, -1].tolist() == [2.0] * 8
     assert pad_to_multiple(image, 1, min_size=5).shape == (1, 1, 5, 5)
+
+
+def test_widened_grey_weights_give_the_grey_output_on_grey_colour_input() -> None:
+    # A colour image whose three channels are equal is a grey image: the widened network must
+    # denoise it exactly as the grey one does, in every channel.
+    from meddenoise.models.cond_unet import widen_grey_weights
+
+    torch.manual_seed(0)
+    grey = build_model("cond_unet", widths=(8, 16), blocks=(1, 1)).eval()
+    colour = build_model("cond_unet", channels=3, widths=(8, 16), blocks=(1, 1)).eval()
+    colour.load_state_dict(widen_grey_weights(grey.state_dict(), 3))
+    image = torch.rand(1, 1, 24, 24)
+    level = torch.full((1, 1, 1, 1), 0.1)
+    with torch.no_grad():
+        expected = grey(image, level)
+        widened = colour(image.expand(1, 3, 24, 24), level)
+    for channel in range(3):
+        torch.testing.assert_close(widened[:, channel : channel + 1], expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="1-channel"):
+        widen_grey_weights(colour.state_dict(), 3)

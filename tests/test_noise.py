@@ -269,7 +269,8 @@ def test_poisson_rejects_negative_input(model: NoiseModel) -> None:
         (LowDoseCT, {"dose_fraction": 0.5, "electronic_noise": -1.0}),
         (LowDoseCT, {"dose_fraction": 0.5, "views": 0}),
         (LowDoseCT, {"dose_fraction": 0.5, "views": 10.5}),
-        (LowDoseCT, {"dose_fraction": 0.5, "attenuation_scale": 0.0}),
+        (LowDoseCT, {"dose_fraction": 0.5, "pixel_spacing_mm": 0.0}),
+        (LowDoseCT, {"dose_fraction": 0.5, "unit_attenuation_per_mm": -1.0}),
         (LowDoseCT, {"dose_fraction": 0.5, "count_floor": 0.0}),
         (LowDoseCT, {"dose_fraction": 0.5, "filter_name": "box"}),
     ],
@@ -347,11 +348,27 @@ def test_ct_split_helpers_match_call() -> None:
     assert from_split.dtype == np.float32
 
 
-def test_ct_attenuation_scale_sets_line_integrals() -> None:
-    # A full-width slab of value 1 has a line integral of attenuation_scale across it.
-    slab = np.ones((32, 32), dtype=np.float32)
-    sinogram = LowDoseCT(dose_fraction=1.0, views=4, attenuation_scale=5.0).sinogram(slab)
-    assert sinogram[:, 0].max() == pytest.approx(5.0, rel=0.02)
+def test_ct_line_integrals_are_physical_whatever_the_image_size() -> None:
+    # A slab of value 1 across N pixels of 0.5 mm attenuates N * 0.5 mm * unit attenuation,
+    # so doubling the pixel count doubles the line integral (a crop is not scaled up to a body).
+    for side in (32, 64):
+        slab = np.ones((side, side), dtype=np.float32)
+        model = LowDoseCT(
+            dose_fraction=1.0, views=4, pixel_spacing_mm=0.5, unit_attenuation_per_mm=0.04
+        )
+        assert model.attenuation_per_pixel == pytest.approx(0.02)
+        assert model.sinogram(slab)[:, 0].max() == pytest.approx(side * 0.02, rel=0.02)
+
+
+def test_ct_finer_pixels_are_noisier_at_the_same_dose() -> None:
+    # The same anatomy on a finer grid: fewer photons per pixel's worth of attenuation.
+    clean = phantom(64)
+    reference = noise_free_fbp(clean)
+    stds = []
+    for spacing in (2.0, 0.5):
+        model = LowDoseCT(dose_fraction=0.25, pixel_spacing_mm=spacing, views=CT_VIEWS)
+        stds.append(np.std(model(clean, np.random.default_rng(4)) - reference))
+    assert stds[1] > 1.5 * stds[0]
 
 
 def test_ct_volume_is_slice_by_slice() -> None:

@@ -330,3 +330,61 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path):
 
     with pytest.raises(CheckpointError, match="init"):
         fit(load_config(wrong), progress=False)
+
+
+def test_grey_weights_start_a_colour_model(tmp_path):
+    small = {"name": "cond_unet", "arguments": {"widths": [8, 16], "blocks": [1, 1]}}
+    grey = fit(load_config(tiny_config(tmp_path / "grey", epochs=1, model=small)), progress=False)
+    colour_model = {
+        "name": "cond_unet",
+        "arguments": {"channels": 3, "widths": [8, 16], "blocks": [1, 1]},
+    }
+    config = tiny_config(
+        tmp_path / "colour", epochs=1, learning_rate=1e-12, init=str(grey.last), model=colour_model
+    )
+    config["data"] |= {"channels": 3, "train": ["skimage:astronaut"], "val": ["skimage:chelsea"]}
+    result = fit(load_config(config), progress=False)
+    weights = load_checkpoint(result.last).network.state_dict()
+    grey_weights = load_checkpoint(grey.last).network.state_dict()
+    # Body unchanged (the learning rate is ~0); head widened to 3 image + 3 noise-map channels.
+    name = "bottom.0.conv1.weight"
+    torch.testing.assert_close(weights[name], grey_weights[name], atol=1e-6, rtol=0)
+    assert weights["head.weight"].shape[1] == 24
+
+
+def test_validation_draws_cover_several_noise_levels(tmp_path):
+    from meddenoise.train import prepare_data
+
+    config = tiny_config(tmp_path, noise={"kind": "gaussian", "sigma_range": [0, 50]})
+    config["data"]["val_draws"] = 5
+    data = prepare_data(load_config(config))
+    assert len(data.val_noisy) == 5
+    assert len(set(np.round(data.val_levels, 6))) == 5  # each draw has its own level
+
+
+def test_low_dose_ct_levels_are_the_blind_estimate(tmp_path):
+    # The network is given what inference will estimate, not the (unknowable) true noise std.
+    from meddenoise.estimate import estimate_sigma
+    from meddenoise.train import prepare_data
+
+    config = tiny_config(tmp_path)
+    config["data"] |= {"train": ["pydicom:CT_small.dcm"], "val": ["pydicom:CT_small.dcm"]}
+    config["noise"] = {"kind": "low-dose-ct", "pixel_spacing_range": [0.5, 0.5]}
+    data = prepare_data(load_config(config))
+    noisy = data.val_noisy[0][0]
+    assert data.val_levels[0] == pytest.approx(estimate_sigma(noisy), rel=1e-6)
+    with pytest.raises(ConfigError, match="pixel spacing"):
+        bad = {"kind": "low-dose-ct", "pixel_spacing_range": [0, 1]}
+        load_config(tiny_config(tmp_path, noise=bad))
+
+
+def test_matplotlib_sample_images_are_training_entries(tmp_path):
+    from meddenoise.config import DataConfig
+    from meddenoise.data import load_images
+
+    entry = "matplotlib:grace_hopper.jpg"
+    data = DataConfig(train=[entry], val=[entry], channels=3, patch_size=32)
+    images = load_images([entry], data)
+    assert images[0].shape == (600, 512, 3)
+    with pytest.raises(DataError, match="no sample image"):
+        load_images(["matplotlib:no_such.png"], data)

@@ -113,7 +113,26 @@ class Case:
     photons: float | None = None
 
 
-def make_case(image: TestImage, whole: np.ndarray, noise: NoiseSetting, seed: int) -> Case:
+def test_image_spacing(image: TestImage) -> float | None:
+    """In-plane pixel spacing in mm of the (downsampled) test image, from its DICOM header."""
+    from pydicom.data import get_testdata_file
+
+    from meddenoise.io import pixel_spacing_mm
+
+    path = get_testdata_file(image.file_name, download=False)
+    if path is None:
+        return None
+    spacing = pixel_spacing_mm(read_image(path))
+    return None if spacing is None else spacing * image.downsample
+
+
+def make_case(
+    image: TestImage,
+    whole: np.ndarray,
+    noise: NoiseSetting,
+    seed: int,
+    pixel_spacing_mm: float | None = None,
+) -> Case:
     rng = np.random.default_rng(seed)
     clean = central_crop(whole)
     if noise.kind == "gaussian":
@@ -124,7 +143,11 @@ def make_case(image: TestImage, whole: np.ndarray, noise: NoiseSetting, seed: in
         noisy = model(clean, rng)
         sigma = float(np.sqrt(np.mean(model.variance(clean))))
         return Case(image, noise, clean, noisy, sigma, photons=noise.value)
-    noisy_whole = LowDoseCT(dose_fraction=noise.value)(whole, rng)
+    # The slice's own spacing gives its physical size, hence its attenuation and noise level.
+    ct = LowDoseCT(dose_fraction=noise.value)
+    if pixel_spacing_mm is not None:
+        ct = LowDoseCT(dose_fraction=noise.value, pixel_spacing_mm=pixel_spacing_mm)
+    noisy_whole = ct(whole, rng)
     noisy = central_crop(noisy_whole)
     return Case(image, noise, clean, noisy, float(np.std(noisy - clean)))
 
@@ -178,10 +201,13 @@ def run_quality(
     neural = {method: neural_denoiser(method) for method in methods if is_neural(method)}
     for image_index, image in enumerate(images):
         whole = load_test_image(image)
+        spacing = test_image_spacing(image)
         for noise_index, noise in enumerate(settings):
             if not noise.applies_to(image):
                 continue
-            case = make_case(image, whole, noise, seed=1000 * image_index + noise_index)
+            case = make_case(
+                image, whole, noise, seed=1000 * image_index + noise_index, pixel_spacing_mm=spacing
+            )
             cases.append(case)
             noisy_psnr = metrics.psnr(case.clean, case.noisy, data_range=1.0)
             for method in methods:

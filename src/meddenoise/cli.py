@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -295,6 +296,13 @@ def simulate(
     amount: Annotated[
         float | None, typer.Option(help="Fraction of pixels hit (salt-and-pepper).")
     ] = None,
+    pixel_spacing: Annotated[
+        float | None,
+        typer.Option(
+            help="Pixel size in mm (low-dose CT): sets the slice's physical size and so its "
+            "noise; default: the file's own spacing, else 0.7."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same noise.")] = 0,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     window: Window = None,
@@ -314,18 +322,29 @@ def simulate(
     except ValueError as error:
         _fail(str(error))
         raise typer.Exit(code=2) from None
+    if pixel_spacing is not None and not pixel_spacing > 0:
+        _fail(f"--pixel-spacing must be > 0 mm, got {pixel_spacing}")
+        raise typer.Exit(code=2)
     generator = np.random.default_rng(seed)
-    parameters = {
-        "noise": noise,
-        "seed": seed,
-        **{key: value for key, value in vars(model).items() if not key.startswith("_")},
-    }
 
     def work(job: Job) -> int:
+        from meddenoise.io import pixel_spacing_mm
+        from meddenoise.noise import LowDoseCT
+
         image = read_image(job.source, max_pixels=max_pixels, window=_parse_window(window))
+        chosen = model
+        if isinstance(model, LowDoseCT):
+            spacing = pixel_spacing or pixel_spacing_mm(image)
+            if spacing is not None:
+                chosen = dataclasses.replace(model, pixel_spacing_mm=spacing)
+        parameters = {
+            "noise": noise,
+            "seed": seed,
+            **{key: value for key, value in vars(chosen).items() if not key.startswith("_")},
+        }
         noisy = transform_image(
             image,
-            lambda clean: model(clean, generator),  # type: ignore[operator]
+            lambda clean: chosen(clean, generator),  # type: ignore[operator]
             method="simulated noise",
             parameters=parameters,
         )
@@ -485,11 +504,12 @@ def train(
     except (ConfigError, DataError, CheckpointError, ImageError) as error:
         _fail(str(error))
         raise typer.Exit(code=1) from None
-    last = result.history[-1] if result.history else {}
+    scores = [row["val_psnr"] for row in result.history if "val_psnr" in row]
     baseline = result.baseline.get("psnr")
     summary = f"best checkpoint: {result.best}"
-    if "val_psnr" in last and baseline is not None:
-        summary += f" (validation PSNR {last['val_psnr']:.2f} dB, noisy input {baseline:.2f} dB)"
+    if scores and baseline is not None:
+        # The best checkpoint is the epoch of highest validation PSNR, not the last epoch.
+        summary += f" (validation PSNR {max(scores):.2f} dB, noisy input {baseline:.2f} dB)"
     typer.echo(summary)
 
 

@@ -60,12 +60,30 @@ class NoiseConfig(Strict):
     dose_fraction_range: tuple[float, float] = Field(
         (0.1, 0.5), description="dose fraction range (low-dose-ct)"
     )
+    pixel_spacing_range: tuple[float, float] = Field(
+        (0.3, 0.9),
+        description="pixel spacing in mm drawn per slice and epoch (low-dose-ct): sets the "
+        "physical size, hence the attenuation and noise, of each training slice",
+    )
 
-    @field_validator("sigma_range", "photons_range", "read_noise_range", "dose_fraction_range")
+    @field_validator(
+        "sigma_range",
+        "photons_range",
+        "read_noise_range",
+        "dose_fraction_range",
+        "pixel_spacing_range",
+    )
     @classmethod
     def ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
         if not 0 <= bounds[0] <= bounds[1]:
             raise ValueError(f"expected 0 <= low <= high, got {list(bounds)}")
+        return bounds
+
+    @field_validator("pixel_spacing_range")
+    @classmethod
+    def positive_spacing(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if bounds[0] <= 0:
+            raise ValueError(f"pixel spacing must be > 0 mm, got {list(bounds)}")
         return bounds
 
 
@@ -86,6 +104,12 @@ class DataConfig(Strict):
     patch_size: int = Field(64, ge=16, description="training patch side in pixels")
     patches_per_epoch: int = Field(1024, ge=1, description="patches drawn per epoch")
     val_size: int = Field(256, ge=16, description="validation crops: central square of this side")
+    val_draws: int = Field(
+        1,
+        ge=1,
+        description="synthetic noise draws per validation crop, each at its own level, so few "
+        "validation images still cover the noise range",
+    )
     resize: int | None = Field(None, description="resize every image to this square side first")
     window: tuple[float, float] | None = Field(
         None, description="CENTER, WIDTH in modality units (e.g. HU); default: 0.1-99.9 pct"

@@ -33,7 +33,8 @@ class DataError(ValueError):
 
 
 def _packaged(entry: str) -> np.ndarray | Path | None:
-    """Images shipped by installed packages: ``pydicom:NAME`` and ``skimage:NAME``."""
+    """Images shipped by installed packages: ``pydicom:NAME``, ``skimage:NAME`` and
+    ``matplotlib:NAME`` (its sample data, e.g. grace_hopper.jpg)."""
     if entry.startswith("pydicom:"):
         from pydicom.data import get_testdata_file
 
@@ -49,9 +50,19 @@ def _packaged(entry: str) -> np.ndarray | Path | None:
         if loader is None:
             raise DataError(f"{entry}: scikit-image has no image {name!r}")
         try:
-            return np.asarray(loader())
+            loaded = loader()
         except Exception as error:  # loaders that need a download fail offline
             raise DataError(f"{entry}: cannot load offline ({error})") from None
+        # stereo_motorcycle gives (left, right, disparity): the left view is the image.
+        return np.asarray(loaded[0] if isinstance(loaded, tuple) else loaded)
+    if entry.startswith("matplotlib:"):
+        from matplotlib import cbook
+
+        name = entry.split(":", 1)[1]
+        path = Path(cbook.get_sample_data(name, asfileobj=False))
+        if not path.is_file():
+            raise DataError(f"{entry}: matplotlib has no sample image {name!r}")
+        return path
     return None
 
 

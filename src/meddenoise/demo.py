@@ -7,6 +7,7 @@ report shows clean / noisy / denoised / residual with PSNR and SSIM against the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from meddenoise import metrics
-from meddenoise.io import read_image, write_image
+from meddenoise.io import pixel_spacing_mm, read_image, write_image
 from meddenoise.noise import GaussianNoise, LowDoseCT, PoissonGaussianNoise
 from meddenoise.pipeline import denoise_image, make_method, transform_image
 from meddenoise.report import display_window, markdown_table, save_panels, write_text
@@ -68,6 +69,10 @@ def run_demo(output: Path, *, method: str = "default", seed: int = 0) -> Path:
         source = _demo_file(case.file_name)
         clean = read_image(source)
         noise_model = case.noise
+        spacing = pixel_spacing_mm(clean)
+        if isinstance(noise_model, LowDoseCT) and spacing is not None:
+            # The slice's physical size sets its attenuation, hence its noise.
+            noise_model = dataclasses.replace(noise_model, pixel_spacing_mm=spacing)
         noisy_image = transform_image(
             clean,
             lambda unit: noise_model(unit, generator),  # noqa: B023 - used at once

@@ -287,10 +287,13 @@ class LowDoseCT:
     For each ``(H, W)`` slice:
 
     1. The image is zero-padded to a centred square of side ``N = max(H, W)`` and read as a map of
-       linear attenuation: a pixel of value ``v`` attenuates ``v * attenuation_scale / N`` per
-       pixel length, so `attenuation_scale` is the line integral (dimensionless) across one full
-       image width of value-1.0 material, whatever the resolution.  The default 18 gives the
-       Shepp-Logan phantom a largest line integral of about 4.8, like a human head.
+       linear attenuation: a pixel of value ``v`` attenuates ``v * unit_attenuation_per_mm`` per
+       mm, and each pixel is `pixel_spacing_mm` wide.  The defaults suit a CT slice mapped to
+       [0, 1] by its own range (air at 0, dense bone near 1): value 1.0 is twice water at a
+       ~70 keV effective energy (0.019 / mm, so about +1000 HU), and 0.7 mm is a 512-pixel body
+       field of 36 cm.  Line integrals are then physical (about 7 across a 35 cm abdomen, 4 across
+       a head) whatever the image size, so a crop or a small image is not scaled up to a body.
+       Pass the slice's own spacing (DICOM PixelSpacing) for its true noise level.
     2. Line integrals ``p`` come from a parallel-beam Radon transform over `views` angles evenly
        spread on [0, 180) degrees (`sinogram`).
     3. Detected counts are ``Poisson(I0 * exp(-p)) + N(0, electronic_noise^2)`` with
@@ -308,7 +311,8 @@ class LowDoseCT:
     full_dose_photons : incident photons per detector bin at full dose, > 0 (1e5 is typical).
     electronic_noise  : standard deviation of the detector's electronic noise in counts, >= 0.
     views             : number of projection angles over 180 degrees, >= 1.
-    attenuation_scale : line integral across one image width of value-1.0 material, > 0.
+    pixel_spacing_mm  : pixel width in mm, > 0.
+    unit_attenuation_per_mm : linear attenuation of value-1.0 material per mm, > 0.
     count_floor       : smallest count kept before the log, in counts, > 0.
     filter_name       : FBP filter, one of "ramp", "shepp-logan", "cosine", "hamming", "hann".
 
@@ -320,7 +324,8 @@ class LowDoseCT:
     full_dose_photons: float = 1e5
     electronic_noise: float = 8.0
     views: int = 360
-    attenuation_scale: float = 18.0
+    pixel_spacing_mm: float = 0.7
+    unit_attenuation_per_mm: float = 0.038
     count_floor: float = 1.0
     filter_name: str = "ramp"
 
@@ -334,7 +339,8 @@ class LowDoseCT:
             raise ValueError(f"views must be an integer, got {self.views!r}")
         if self.views < 1:
             raise ValueError(f"views must be >= 1, got {self.views!r}")
-        _check_positive("attenuation_scale", self.attenuation_scale)
+        _check_positive("pixel_spacing_mm", self.pixel_spacing_mm)
+        _check_positive("unit_attenuation_per_mm", self.unit_attenuation_per_mm)
         _check_positive("count_floor", self.count_floor)
         if self.filter_name not in _FBP_FILTERS:
             raise ValueError(f"filter_name must be one of {_FBP_FILTERS}, got {self.filter_name!r}")
@@ -344,6 +350,11 @@ class LowDoseCT:
         """Incident photons per detector bin at this dose, ``full_dose_photons * dose_fraction``."""
         return float(self.full_dose_photons) * float(self.dose_fraction)
 
+    @property
+    def attenuation_per_pixel(self) -> float:
+        """Line integral across one pixel of value-1.0 material (dimensionless)."""
+        return float(self.pixel_spacing_mm) * float(self.unit_attenuation_per_mm)
+
     def _angles(self) -> np.ndarray:
         return np.linspace(0.0, 180.0, int(self.views), endpoint=False)
 
@@ -351,8 +362,9 @@ class LowDoseCT:
         """Noise-free line integrals of one ``(H, W)`` slice in [0, 1] units.
 
         Returns float64 of shape ``(detector bins, views)``, dimensionless (already scaled by
-        `attenuation_scale`).  This is the expensive, noise-independent half of the simulation;
-        cache it and call `noisy_from_sinogram` for each noise draw.
+        `attenuation_per_pixel`; the sinogram is linear in it, so one computed at another spacing
+        is this one times the ratio of spacings).  This is the expensive, noise-independent half
+        of the simulation; cache it and call `noisy_from_sinogram` for each noise draw.
         """
         from skimage.transform import radon
 
@@ -364,7 +376,7 @@ class LowDoseCT:
         square = _pad_to_square(array, side)
         # circle=False: the whole square, corners included, lies inside the scanned field.
         line_integrals = radon(square, theta=self._angles(), circle=False)
-        return line_integrals * (self.attenuation_scale / side)
+        return line_integrals * self.attenuation_per_pixel
 
     def noisy_from_sinogram(
         self, sinogram: np.ndarray, shape: tuple[int, int], rng: np.random.Generator
@@ -402,7 +414,7 @@ class LowDoseCT:
             filter_name=self.filter_name,
             circle=False,
         )
-        image = reconstruction / (self.attenuation_scale / side)
+        image = reconstruction / self.attenuation_per_pixel
         return _crop_from_square(image, height, width).astype(np.float32)
 
     def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:

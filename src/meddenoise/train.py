@@ -69,19 +69,29 @@ def _ct_noisy(
     clean: np.ndarray,
     config: TrainConfig,
     rng: np.random.Generator,
-    sinogram: np.ndarray | None = None,
-) -> np.ndarray:
-    """A low-dose reconstruction of `clean` (H, W, 1) at a dose drawn from the config's range.
+    unit_sinogram: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """A low-dose reconstruction of `clean` (H, W, 1) and its blind noise estimate.
 
-    The noise-free sinogram is dose-independent: pass a cached one to skip the forward projection.
+    Dose and pixel spacing are drawn from the config's ranges.  The noise-free sinogram is
+    dose-independent and linear in the spacing: pass a cached one computed at 1 mm spacing
+    (`unit_sinogram`) to skip the forward projection.  The level handed to a conditioned network
+    is the same blind estimate inference makes on the whole slice (FBP noise is correlated, so the
+    estimate is not the noise std; training on it keeps training and use consistent).
     """
+    from meddenoise.estimate import estimate_sigma
     from meddenoise.noise import LowDoseCT
 
-    model = LowDoseCT(dose_fraction=rng.uniform(*config.noise.dose_fraction_range))
-    if sinogram is None:
+    model = LowDoseCT(
+        dose_fraction=rng.uniform(*config.noise.dose_fraction_range),
+        pixel_spacing_mm=rng.uniform(*config.noise.pixel_spacing_range),
+    )
+    if unit_sinogram is None:
         sinogram = model.sinogram(clean[..., 0])
+    else:
+        sinogram = unit_sinogram * model.pixel_spacing_mm
     noisy = model.noisy_from_sinogram(sinogram, clean.shape[:2], rng)
-    return np.asarray(noisy, dtype=np.float32)[..., None]
+    return np.asarray(noisy, dtype=np.float32)[..., None], float(estimate_sigma(noisy))
 
 
 def prepare_data(config: TrainConfig) -> TrainingData:
@@ -131,13 +141,14 @@ def prepare_data(config: TrainConfig) -> TrainingData:
         )
     if not val_sources:
         raise DataError("data.val: synthetic training needs validation images")
-    val_clean = [_central_crop(image, data.val_size) for image in val_sources]
+    val_clean = [
+        _central_crop(image, data.val_size) for image in val_sources for _ in range(data.val_draws)
+    ]
     val_noisy, levels = [], []
     for index, clean in enumerate(val_clean):
         rng = np.random.default_rng([config.seed, VALIDATION_STREAM, index])
         if config.noise.kind == "low-dose-ct":
-            noisy = _ct_noisy(clean, config, rng)
-            level = float(np.std(noisy - clean))
+            noisy, level = _ct_noisy(clean, config, rng)
         else:
             noisy_batch, level_batch = add_noise(clean.transpose(2, 0, 1)[None], config.noise, rng)
             noisy, level = noisy_batch[0].transpose(1, 2, 0), float(level_batch[0])
@@ -178,20 +189,25 @@ def epoch_batches(
         noisy, clean, sources = sample_patches(data.train_images, count, size, rng, augment=augment)
         levels = data.train_levels[sources]
     elif config.noise.kind == "low-dose-ct":
-        if not data.sinograms:  # computed once per run: a pool of clean sinograms
+        if not data.sinograms:  # computed once per run: a pool of clean sinograms at 1 mm
             from meddenoise.noise import LowDoseCT
 
-            projector = LowDoseCT(dose_fraction=1.0)
+            projector = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=1.0)
             data.sinograms = [projector.sinogram(image[..., 0]) for image in data.train_images]
-        noisy_images = [
+        draws = [
             _ct_noisy(image, config, rng, sinogram)
             for image, sinogram in zip(data.train_images, data.sinograms, strict=True)
         ]
-        noisy, clean, _ = sample_patches(
-            noisy_images, count, size, rng, augment=augment, partners=data.train_images
+        noisy, clean, sources = sample_patches(
+            [noisy for noisy, _ in draws],
+            count,
+            size,
+            rng,
+            augment=augment,
+            partners=data.train_images,
         )
         assert clean is not None
-        levels = np.std(noisy - clean, axis=(1, 2, 3)).astype(np.float32)
+        levels = np.array([level for _, level in draws], dtype=np.float32)[sources]
     else:
         clean, _, _ = sample_patches(data.train_images, count, size, rng, augment=augment)
         noisy, levels = add_noise(clean, config.noise, rng)
@@ -412,8 +428,14 @@ def save_gan_figure(path: Path, network: nn.Module, data: TrainingData) -> None:
     save_panels(path, panels, window=(0.0, 1.0))
 
 
-def initial_weights(source: str, model: str) -> dict[str, torch.Tensor]:
-    """Weights to fine-tune from: a checkpoint path or a shipped model name (same network)."""
+def initial_weights(
+    source: str, model: str, arguments: dict[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
+    """Weights to fine-tune from: a checkpoint path or a shipped model name (same network).
+
+    A grey cond_unet may start a colour one (`arguments` with more channels): its weights are
+    widened by `widen_grey_weights`, so a colour model starts from everything the grey one learnt.
+    """
     from safetensors.torch import load_file
 
     from meddenoise.checkpoint import CheckpointError
@@ -425,7 +447,14 @@ def initial_weights(source: str, model: str) -> dict[str, torch.Tensor]:
     recorded = read_metadata(path)["model"]
     if recorded != model:
         raise CheckpointError(f"init: {source} holds a {recorded}, the config trains a {model}")
-    return load_file(str(path))
+    state = load_file(str(path))
+    channels = int((arguments or {}).get("channels", 1))
+    if model == "cond_unet" and channels > 1 and state["head.weight"].shape[1] == 8:
+        from meddenoise.models.cond_unet import widen_grey_weights
+
+        logger.info("init: widening the grey %s weights to %d channels", source, channels)
+        state = widen_grey_weights(state, channels)
+    return state
 
 
 @dataclass
@@ -461,7 +490,9 @@ def fit(
     )
     scheduler = _scheduler(optimizer, config)
     if config.init is not None and not resume:
-        network.load_state_dict(initial_weights(config.init, config.model.name))
+        network.load_state_dict(
+            initial_weights(config.init, config.model.name, dict(config.model.arguments))
+        )
     discriminator = discriminator_optimizer = None
     if config.gan is not None:
         discriminator = PatchDiscriminator(channels=config.data.channels)

@@ -30,6 +30,7 @@ __all__ = [
     "PixelLimitError",
     "WriteReport",
     "detect_format",
+    "pixel_spacing_mm",
     "read_image",
     "write_image",
 ]
@@ -163,3 +164,33 @@ def write_image(image: Image, path: str | os.PathLike[str]) -> WriteReport:
 
         return write_raster(image, path, file_format)
     raise ImageError(path, f"cannot write format {file_format!r}")
+
+
+def pixel_spacing_mm(image: Image) -> float | None:
+    """Mean in-plane pixel spacing in mm as the file records it, or None where it says nothing.
+
+    DICOM: PixelSpacing (or the enhanced shared functional groups', or ImagerPixelSpacing for
+    projection radiographs); NIfTI: the first two voxel sizes (assumed mm, NIfTI's usual unit).
+    """
+    details = image.meta.details
+    spacing = None
+    if image.meta.format == "dicom":
+        dataset = details.datasets[0]
+        spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
+        if spacing is None:
+            try:
+                groups = dataset.SharedFunctionalGroupsSequence[0]
+                spacing = groups.PixelMeasuresSequence[0].PixelSpacing
+            except (AttributeError, IndexError, KeyError):
+                spacing = None
+    elif image.meta.format == "nifti":
+        spacing = details.header.get_zooms()[:2]
+    if spacing is None:
+        return None
+    try:
+        values = [float(value) for value in spacing][:2]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != 2 or not all(0 < value < 1e3 for value in values):
+        return None  # missing or implausible: better unknown than wrong
+    return (values[0] + values[1]) / 2

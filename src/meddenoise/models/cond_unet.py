@@ -132,3 +132,24 @@ class CondUNet(nn.Module):
                 f"for an image of shape {(batch, channels, height, width)}, got {shape}"
             )
         return noise_map.to(x.dtype).expand(batch, channels, height, width)
+
+
+def widen_grey_weights(state: dict[str, torch.Tensor], channels: int) -> dict[str, torch.Tensor]:
+    """Weights of a grey (1-channel) CondUNet turned into a `channels`-channel one.
+
+    A warm start for a colour model: the head sees each image channel and each copy of the noise
+    map with the grey weights divided by `channels` (so it first sees the channel mean, as the
+    grey network saw its one channel), and the tail predicts the same noise for every channel.
+    Everything between is unchanged.  Fine-tuning then learns what differs between channels.
+    """
+    grey_head, grey_tail = state["head.weight"], state["tail.weight"]
+    if grey_head.shape[1] != 8 or grey_tail.shape[0] != 4:
+        raise ValueError("widen_grey_weights takes the weights of a 1-channel CondUNet")
+    widened = dict(state)
+    # pixel_unshuffle puts input channel c's four sub-positions at 4c .. 4c + 3; the input is the
+    # image's channels followed by as many copies of the noise map.
+    image_part = grey_head[:, :4].repeat(1, channels, 1, 1) / channels
+    noise_part = grey_head[:, 4:].repeat(1, channels, 1, 1) / channels
+    widened["head.weight"] = torch.cat([image_part, noise_part], dim=1).contiguous()
+    widened["tail.weight"] = grey_tail.repeat(channels, 1, 1, 1).contiguous()
+    return widened
