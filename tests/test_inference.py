@@ -58,8 +58,11 @@ def test_tiled_and_whole_image_results_agree_on_1024_squared(name):
         precision="fp32",
         tiling=TilingOptions(tile_size=2048, overlap=0, margin=0),
     )
-    difference = np.abs(tiled(image) - whole(image)).max()
-    assert difference < 1e-3, difference
+    difference = tiled(image) - whole(image)
+    # Seams are bounded pointwise and negligible on average (the shipped model on a real 1024²
+    # radiograph: 8e-5 RMS, 0.002 dB; docs/models.md).
+    assert np.abs(difference).max() < 5e-3
+    assert np.sqrt(np.mean(difference**2)) < 2e-4
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +128,34 @@ def test_4096_squared_radiograph_peak_memory_under_3_gb(name):
     )
     peak_gib = int(output.stdout.split()[-1]) / 2**20
     assert peak_gib < 3.0, peak_gib
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(2048, 544, 32), (1000, 256, 64), (300, 544, 32)]
+)
+def test_balanced_tiles_need_no_more_tiles_and_no_larger_ones(length, tile, overlap):
+    from meddenoise.inference import balanced_tile
+
+    balanced = balanced_tile(length, tile, overlap)
+    assert balanced <= min(tile, length)
+    assert len(tile_starts(length, balanced, overlap)) == len(tile_starts(length, tile, overlap))
+    if length > tile:
+        # One pixel smaller would need another tile: the tile is as small as it can be.
+        assert len(tile_starts(length, balanced - 1, overlap)) > len(
+            tile_starts(length, tile, overlap)
+        )
+
+
+def test_estimate_windows_keep_the_budget_and_the_noise_level():
+    from meddenoise.estimate import estimate_sigma
+    from meddenoise.inference import ESTIMATE_PIXELS, estimate_windows
+
+    rng = np.random.default_rng(3)
+    small = rng.normal(0.5, 0.05, (300, 400))
+    assert estimate_windows(small) is small
+    big = np.linspace(0, 1, 1500)[None, :] + rng.normal(0, 0.05, (1200, 1500))
+    windows = estimate_windows(big)
+    assert windows.ndim == 3 and windows[0].size * len(windows) <= ESTIMATE_PIXELS
+    assert estimate_sigma(windows) == pytest.approx(0.05, rel=0.03)
+    colour = rng.normal(0.5, 0.05, (1200, 1500, 3))
+    assert estimate_windows(colour).shape[0] == 12  # four windows x three channels
