@@ -33,7 +33,24 @@ def test_cases_are_reproducible_and_oracle_levels_are_right():
 
 def test_low_dose_ct_applies_only_to_ct():
     setting = bench.NoiseSetting("low-dose-ct 25%", "low-dose-ct", 0.25)
-    assert [setting.applies_to(image) for image in bench.TEST_IMAGES] == [False, True, False, True]
+    applies = [setting.applies_to(image) for image in bench.TEST_IMAGES]
+    assert applies == [False, True, False, True, False, False]
+
+
+def test_colour_images_get_only_the_colour_settings_and_models_their_cases():
+    colour = [image for image in bench.TEST_IMAGES if image.colour]
+    assert [image.file_name for image in colour] == ["retina", "immunohistochemistry"]
+    for setting in bench.NOISE_SETTINGS:
+        assert all(setting.applies_to(image) == setting.colour for image in colour)
+    ct_setting, grey_setting = bench.NOISE_SETTINGS[6], bench.NOISE_SETTINGS[1]
+    ct_image = bench.TEST_IMAGES[1]
+    assert bench.method_applies("ct-lowdose", ct_image, ct_setting)
+    assert not bench.method_applies("ct-lowdose", ct_image, grey_setting)
+    assert not bench.method_applies("rgb", ct_image, grey_setting)
+    assert bench.method_applies("rgb", colour[0], bench.NOISE_SETTINGS[9])
+    assert bench.method_applies("bm3d", ct_image, ct_setting)
+    whole = bench.load_test_image(colour[1])
+    assert whole.shape == (512, 512, 3) and whole.min() == 0.0 and whole.max() == 1.0
 
 
 def test_quick_benchmark_from_the_cli_writes_csv_and_report(tmp_path):
@@ -55,6 +72,7 @@ def test_quick_benchmark_from_the_cli_writes_csv_and_report(tmp_path):
     with open(tmp_path / "benchmark.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["method"] for row in rows} == {"median", "gaussian"}
+    assert {row["image"] for row in rows} == {"CT head", "histology"}
     for row in rows:
         assert float(row["psnr"]) > float(row["noisy_psnr"])
     report = (tmp_path / "benchmark.md").read_text(encoding="utf-8")

@@ -3,15 +3,20 @@
 The protocol (issue #4), written into every report:
 
 - Test images: CR chest `RG1_UNCR` (block-mean downsampled 4 x 4), CT head `693_UNCR`, MR shoulder
-  `MR2_UNCR` (downsampled 2 x 2 to 512 x 512), CT abdomen `explicit_VR-UN`; each mapped to [0, 1]
-  by its own 0.1-99.9 percentile range (clipped), central 256 x 256 crop.
-- Noise: Gaussian sigma 15, 25, 50 / 255; Poisson-Gaussian at 100, 300, 1000 photons at full scale
-  with read noise 0.01; low-dose CT at 25 % and 10 % dose (sinogram domain, on the whole CT slice,
-  then cropped) for the two CT images.  Fixed seeds.
+  `MR2_UNCR` (downsampled 2 x 2 to 512 x 512), CT abdomen `explicit_VR-UN`; colour: fundus
+  `skimage.data.retina()` (1411² JPEG, downsampled 2 x 2, which also averages away its JPEG
+  blocking) and histology `skimage.data.immunohistochemistry()`; each mapped to [0, 1] by its own
+  0.1-99.9 percentile range (all channels together, clipped), central 256 x 256 crop.
+- Noise: grey images: Gaussian sigma 15, 25, 50 / 255; Poisson-Gaussian at 100, 300, 1000 photons
+  at full scale with read noise 0.01; low-dose CT at 25 % and 10 % dose for the two CT images
+  (sinogram domain on the whole slice with its own DICOM pixel spacing, then cropped).  Colour
+  images: Gaussian sigma 15, 25, 50 / 255 per channel.  Fixed seeds.
 - Classical methods get the true noise level ("oracle"): sigma for Gaussian; the generalised
   Anscombe transform with the true photons and read noise for Poisson-Gaussian; the standard
-  deviation of (noisy - clean) for low-dose CT.  Neural methods (names ending in .safetensors, or
-  "default" once trained weights ship) run blind.
+  deviation of (noisy - clean) for low-dose CT.  BM3D on colour is CBM3D (`bm3d_rgb`).  Neural
+  methods (the shipped models and checkpoint files) run blind; "default" is the grey model on grey
+  images and `rgb` on colour ones; `ct-lowdose` runs on the low-dose CT cases only and `rgb` on
+  the colour ones only.
 """
 
 from __future__ import annotations
@@ -38,9 +43,14 @@ READ_NOISE = 0.01
 @dataclass(frozen=True)
 class TestImage:
     label: str
-    file_name: str
+    file_name: str  # a pydicom-data file, or a scikit-image loader name (source "skimage")
     downsample: int
-    modality: str
+    modality: str  # "CR", "CT", "MR" or "photo" (colour)
+    source: str = "pydicom"
+
+    @property
+    def colour(self) -> bool:
+        return self.modality == "photo"
 
 
 TEST_IMAGES = (
@@ -48,6 +58,8 @@ TEST_IMAGES = (
     TestImage("CT head", "693_UNCR.dcm", 1, "CT"),
     TestImage("MR shoulder", "MR2_UNCR.dcm", 2, "MR"),
     TestImage("CT abdomen", "explicit_VR-UN.dcm", 1, "CT"),
+    TestImage("fundus", "retina", 2, "photo", source="skimage"),
+    TestImage("histology", "immunohistochemistry", 1, "photo", source="skimage"),
 )
 
 
@@ -57,7 +69,11 @@ class NoiseSetting:
     kind: str  # "gaussian", "poisson-gaussian", "low-dose-ct"
     value: float  # sigma (0-255 units), photons, or dose fraction
 
+    colour: bool = False  # settings for the colour images; the others are for grey ones
+
     def applies_to(self, image: TestImage) -> bool:
+        if self.colour != image.colour:
+            return False
         return self.kind != "low-dose-ct" or image.modality == "CT"
 
 
@@ -70,14 +86,30 @@ NOISE_SETTINGS = (
     NoiseSetting("poisson-gaussian 1000", "poisson-gaussian", 1000),
     NoiseSetting("low-dose-ct 25%", "low-dose-ct", 0.25),
     NoiseSetting("low-dose-ct 10%", "low-dose-ct", 0.10),
+    NoiseSetting("colour gaussian 15", "gaussian", 15, colour=True),
+    NoiseSetting("colour gaussian 25", "gaussian", 25, colour=True),
+    NoiseSetting("colour gaussian 50", "gaussian", 50, colour=True),
 )
+
+# Shipped models made for one kind of case; other methods run on every case.
+METHOD_SCOPE: dict[str, Callable[[TestImage, NoiseSetting], bool]] = {
+    "ct-lowdose": lambda image, noise: noise.kind == "low-dose-ct",
+    "rgb": lambda image, noise: image.colour,
+}
+
+
+def method_applies(method: str, image: TestImage, noise: NoiseSetting) -> bool:
+    scope = METHOD_SCOPE.get(method)
+    return scope is None or scope(image, noise)
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return image
     height, width = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-    blocks = image[:height, :width].reshape(height // factor, factor, width // factor, factor)
+    blocks = image[:height, :width].reshape(
+        height // factor, factor, width // factor, factor, *image.shape[2:]
+    )
     return blocks.mean(axis=(1, 3))
 
 
@@ -88,15 +120,20 @@ def central_crop(image: np.ndarray, size: int = CROP) -> np.ndarray:
 
 def load_test_image(image: TestImage) -> np.ndarray:
     """The whole (downsampled) image in [0, 1] by its own 0.1-99.9 percentile range."""
-    from pydicom.data import get_testdata_file
+    if image.source == "skimage":
+        import skimage.data
 
-    path = get_testdata_file(image.file_name, download=False)
-    if path is None:
-        raise RuntimeError(f"{image.file_name} not installed (pip install pydicom-data)")
-    loaded = read_image(path)
-    values = np.asarray(loaded.array, dtype=np.float64)
-    if loaded.meta.keep_mask is not None:  # padding: the range floor, as the pipeline does
-        values = np.where(loaded.meta.keep_mask, values[~loaded.meta.keep_mask].min(), values)
+        values = np.asarray(getattr(skimage.data, image.file_name)(), dtype=np.float64)
+    else:
+        from pydicom.data import get_testdata_file
+
+        path = get_testdata_file(image.file_name, download=False)
+        if path is None:
+            raise RuntimeError(f"{image.file_name} not installed (pip install pydicom-data)")
+        loaded = read_image(path)
+        values = np.asarray(loaded.array, dtype=np.float64)
+        if loaded.meta.keep_mask is not None:  # padding: the range floor, as the pipeline does
+            values = np.where(loaded.meta.keep_mask, values[~loaded.meta.keep_mask].min(), values)
     values = block_mean(values, image.downsample)
     return np.clip(percentile_range(values).to_unit(values), 0.0, 1.0).astype(np.float32)
 
@@ -115,6 +152,8 @@ class Case:
 
 def test_image_spacing(image: TestImage) -> float | None:
     """In-plane pixel spacing in mm of the (downsampled) test image, from its DICOM header."""
+    if image.source != "pydicom":
+        return None
     from pydicom.data import get_testdata_file
 
     from meddenoise.io import pixel_spacing_mm
@@ -161,10 +200,10 @@ def oracle_denoiser(method: str, case: Case) -> Denoiser:
     return make_denoiser(method, sigma=case.sigma)
 
 
-def neural_denoiser(method: str) -> Denoiser:
+def neural_denoiser(method: str, *, colour: bool = False) -> Denoiser:
     from meddenoise.pipeline import make_method
 
-    return make_method(method, sigma=None, colour=False)
+    return make_method(method, sigma=None, colour=colour)
 
 
 @dataclass
@@ -184,7 +223,9 @@ class Row:
 
 
 def is_neural(method: str) -> bool:
-    return method.endswith(".safetensors") or method == "default"
+    from meddenoise.pipeline import SHIPPED_WEIGHTS
+
+    return method.endswith(".safetensors") or method in SHIPPED_WEIGHTS
 
 
 def run_quality(
@@ -198,7 +239,7 @@ def run_quality(
     rows: list[Row] = []
     outputs: dict[tuple[str, str, str], np.ndarray] = {}
     cases: list[Case] = []
-    neural = {method: neural_denoiser(method) for method in methods if is_neural(method)}
+    neural: dict[tuple[str, bool], Denoiser] = {}
     for image_index, image in enumerate(images):
         whole = load_test_image(image)
         spacing = test_image_spacing(image)
@@ -211,7 +252,15 @@ def run_quality(
             cases.append(case)
             noisy_psnr = metrics.psnr(case.clean, case.noisy, data_range=1.0)
             for method in methods:
-                denoiser = neural.get(method) or oracle_denoiser(method, case)
+                if not method_applies(method, image, noise):
+                    continue
+                if is_neural(method):
+                    key = (method, image.colour)
+                    if key not in neural:
+                        neural[key] = neural_denoiser(method, colour=image.colour)
+                    denoiser = neural[key]
+                else:
+                    denoiser = oracle_denoiser(method, case)
                 started = time.perf_counter()
                 denoised = np.asarray(denoiser(case.noisy), dtype=np.float32)
                 seconds = time.perf_counter() - started
@@ -336,6 +385,7 @@ def run_speed(methods: list[str], *, large: bool = True, repeats: int = 3) -> li
 
     ct = load_test_image(TEST_IMAGES[1])  # the 512 x 512 CT slice
     noisy = GaussianNoise(sigma=25 / 255)(ct, np.random.default_rng(0))
+    methods = [method for method in methods if method != "rgb"]  # grey images are timed
     timings = {method: time_method(method, noisy, repeats=repeats) for method in methods}
     reference = timings.get("bm3d")
     results = []

@@ -137,16 +137,19 @@ def write_benchmark_report(
 
     figure, axis = plt.subplots(figsize=(8, 4))
     positions = np.arange(len(noise_labels))
+    # One noisy PSNR per (image, noise): every method saw the same noisy crop.
     noisy = [
-        np.mean([r.noisy_psnr for r in rows if r.noise == n and r.method == methods[0]])
+        np.mean(list({r.image: r.noisy_psnr for r in rows if r.noise == n}.values()))
         for n in noise_labels
     ]
     axis.plot(positions, noisy, "k--", label="noisy")
     for method in methods:
         axis.plot(
             positions,
-            [
-                np.mean([r.psnr for r in rows if r.method == method and r.noise == n])
+            [  # NaN (a gap) where the method does not run, e.g. ct-lowdose on Gaussian noise
+                np.mean(scores)
+                if (scores := [r.psnr for r in rows if r.method == method and r.noise == n])
+                else np.nan
                 for n in noise_labels
             ],
             marker="o",
@@ -176,19 +179,19 @@ def write_benchmark_report(
     crop_names = []
     shown_kinds = set()
     for case in cases:
-        kind = case.noise.kind
+        kind = case.noise.kind + ("_colour" if case.image.colour else "")
         if kind in shown_kinds:
             continue
         shown_kinds.add(kind)
         panels = [("clean", case.clean), (f"noisy ({case.noise.label})", case.noisy)]
-        for method in methods:
-            denoised = outputs[(method, case.image.label, case.noise.label)]
-            panels.append((method, denoised))
-        for method in methods:
+        ran = [m for m in methods if (m, case.image.label, case.noise.label) in outputs]
+        for method in ran:
+            panels.append((method, outputs[(method, case.image.label, case.noise.label)]))
+        for method in ran:
             denoised = outputs[(method, case.image.label, case.noise.label)]
             panels.append((f"{method} residual", case.noisy - denoised))
         name = f"crops_{kind}.png"
-        _save_grid(figures / name, panels, columns=2 + len(methods))
+        _save_grid(figures / name, panels, columns=2 + len(ran))
         crop_names.append((f"{case.image.label}, {case.noise.label}", name))
 
     lines = [
