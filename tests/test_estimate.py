@@ -11,12 +11,17 @@ from pydicom.pixels import apply_modality_lut
 from meddenoise.estimate import estimate_sigma
 
 
-def _ct_small() -> np.ndarray:
-    """pydicom's bundled 128 x 128 CT slice, mapped to [0, 1] by its 0.1-99.9 percentiles."""
-    dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+def unit_image(name: str) -> np.ndarray:
+    """A pydicom(-data) CT slice mapped to [0, 1] by its 0.1-99.9 percentiles."""
+    dataset = pydicom.dcmread(get_testdata_file(name, download=False))
     hounsfield = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64)
     low, high = np.percentile(hounsfield, [0.1, 99.9])
     return np.clip((hounsfield - low) / (high - low), 0.0, 1.0)
+
+
+def _ct_small() -> np.ndarray:
+    """pydicom's bundled 128 x 128 CT slice."""
+    return unit_image("CT_small.dcm")
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +89,30 @@ def test_bad_shape_and_method_raise() -> None:
         estimate_sigma(np.zeros((2, 8, 8, 3)))
     with pytest.raises(ValueError, match="estimator"):
         estimate_sigma(np.zeros((16, 16)), method="median")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("photons", [100.0, 1000.0])
+def test_poisson_gaussian_fit_recovers_the_noise_parameters(photons):
+    from meddenoise.estimate import estimate_poisson_gaussian
+    from meddenoise.noise import PoissonGaussianNoise
+
+    clean = unit_image("bad_sequence.dcm")  # a CT neck slice: smooth tissue and sharp edges
+    model = PoissonGaussianNoise(photons=photons, read_noise=0.01)
+    noisy = model(clean, np.random.default_rng(5))
+    fit = estimate_poisson_gaussian(noisy)
+    assert 1.0 / fit.gain == pytest.approx(photons, rel=0.15)
+    true_std = np.sqrt(model.variance(clean))
+    relative = fit.std_map(noisy) / true_std - 1.0
+    assert np.sqrt(np.mean(relative**2)) < 0.1
+
+
+def test_poisson_gaussian_fit_of_white_noise_has_no_signal_dependence():
+    from meddenoise.estimate import estimate_poisson_gaussian
+
+    clean = unit_image("bad_sequence.dcm")
+    noisy = clean + np.random.default_rng(6).normal(0.0, 15 / 255, clean.shape)
+    fit = estimate_poisson_gaussian(noisy)
+    assert fit.gain * np.median(clean) < 0.05 * fit.sigma**2
+    assert fit.sigma == pytest.approx(15 / 255, rel=0.05)
+    with pytest.raises(ValueError, match="2-D"):
+        estimate_poisson_gaussian(np.zeros((4, 4)))

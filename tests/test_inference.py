@@ -159,3 +159,39 @@ def test_estimate_windows_keep_the_budget_and_the_noise_level():
     assert estimate_sigma(windows) == pytest.approx(0.05, rel=0.03)
     colour = rng.normal(0.5, 0.05, (1200, 1500, 3))
     assert estimate_windows(colour).shape[0] == 12  # four windows x three channels
+
+
+class _EchoNoiseMap(torch.nn.Module):
+    """A conditioned 'network' that returns the noise map it is given, to see what it gets."""
+
+    conditioned = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probe = torch.nn.Conv2d(2, 1, 1)  # NeuralDenoiser reads channels off the first conv
+
+    def forward(self, x: torch.Tensor, noise_map: torch.Tensor) -> torch.Tensor:
+        return noise_map.expand_as(x).clone()
+
+
+def test_signal_dependent_networks_get_a_per_pixel_map_from_the_fit():
+    from meddenoise.estimate import estimate_poisson_gaussian
+    from meddenoise.noise import PoissonGaussianNoise
+
+    ramp = np.tile(np.linspace(0.05, 0.95, 600, dtype=np.float32), (600, 1))
+    noisy = PoissonGaussianNoise(photons=200, read_noise=0.01)(ramp, np.random.default_rng(7))
+    tiling = TilingOptions(tile_size=256, overlap=32, margin=8)
+    echo = NeuralDenoiser(_EchoNoiseMap(), level_map="signal-dependent", tiling=tiling)
+    seen = echo(noisy)
+    # Brighter pixels get a larger std, as Poisson noise has: sqrt(x / 200 + 0.01²).
+    expected = np.sqrt(ramp / 200 + 0.01**2)
+    assert np.sqrt(np.mean((seen / expected - 1) ** 2)) < 0.1
+    assert seen[:, -50:].mean() > 3 * seen[:, :50].mean()
+    # White noise: the fit finds no signal dependence and the scalar estimate is used.
+    white = ramp + np.random.default_rng(8).normal(0, 0.05, ramp.shape).astype(np.float32)
+    assert np.ptp(echo(white)) < 1e-6
+    scalar = NeuralDenoiser(_EchoNoiseMap(), tiling=tiling)
+    assert np.ptp(scalar(noisy)) < 1e-6  # a scalar-level network gets one level
+    assert estimate_poisson_gaussian(noisy).gain > 0
+    with pytest.raises(ValueError, match="level_map"):
+        NeuralDenoiser(_EchoNoiseMap(), level_map="per-pixel")

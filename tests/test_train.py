@@ -388,3 +388,18 @@ def test_matplotlib_sample_images_are_training_entries(tmp_path):
     assert images[0].shape == (600, 512, 3)
     with pytest.raises(DataError, match="no sample image"):
         load_images(["matplotlib:no_such.png"], data)
+
+
+def test_signal_dependent_level_maps_train_and_reach_inference(tmp_path):
+    from meddenoise.data import add_noise
+    from meddenoise.pipeline import load_neural_denoiser
+
+    small = {"name": "cond_unet", "arguments": {"widths": [8, 16], "blocks": [1, 1]}}
+    noise = {"kind": "mixed", "level_map": "signal-dependent", "level_jitter": 0.05}
+    config = load_config(tiny_config(tmp_path, epochs=1, model=small, noise=noise))
+    clean = np.full((4, 1, 32, 32), 0.5, dtype=np.float32)
+    _, levels = add_noise(clean, config.noise, np.random.default_rng(0))
+    assert levels.shape == (4, 1, 32, 32)
+    result = fit(config, progress=False)
+    assert np.isfinite(result.history[-1]["val_psnr"])
+    assert load_neural_denoiser(result.best).level_map == "signal-dependent"

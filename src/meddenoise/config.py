@@ -57,6 +57,12 @@ class NoiseConfig(Strict):
         description="relative spread of the noise level given to conditioned networks in "
         "training (e.g. 0.1), so blind use tolerates estimation errors",
     )
+    level_map: Literal["scalar", "signal-dependent"] = Field(
+        "scalar",
+        description="what conditioned networks are told: one noise std per patch (scalar), or "
+        "a per-pixel std map read from the smoothed noisy patch (signal-dependent: "
+        "Poisson-Gaussian noise varies with intensity; inference fits the map blind)",
+    )
     dose_fraction_range: tuple[float, float] = Field(
         (0.1, 0.5), description="dose fraction range (low-dose-ct)"
     )

@@ -260,16 +260,22 @@ def sample_patches(
 def add_noise(
     clean: np.ndarray, noise: NoiseConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy copies of clean patches (N, C, H, W) and per-patch noise levels (N,) in [0, 1] units.
+    """Noisy copies of clean patches (N, C, H, W) and their noise levels in [0, 1] units.
 
     Gaussian sigma is drawn uniformly from `sigma_range`; Poisson-Gaussian photons log-uniformly
     from `photons_range` and read noise uniformly; "mixed" draws one of the two per patch.  The
-    returned level is the noise std (for Poisson-Gaussian, at the patch's mean intensity).
+    levels are (N,) noise stds (for Poisson-Gaussian, at the patch's mean intensity), or with
+    ``noise.level_map == "signal-dependent"`` (N, 1, H, W) maps: constant for Gaussian noise, and
+    for Poisson-Gaussian the std read from the smoothed noisy patch with the true parameters, as
+    inference reads it with fitted ones (`meddenoise.estimate.poisson_gaussian_std_map`).
     """
+    from meddenoise.estimate import poisson_gaussian_std_map
     from meddenoise.noise import PoissonGaussianNoise
 
     noisy = np.empty_like(clean)
-    levels = np.empty(len(clean), dtype=np.float32)
+    maps = noise.level_map == "signal-dependent"
+    shape = (len(clean), 1, *clean.shape[2:]) if maps else (len(clean),)
+    levels = np.empty(shape, dtype=np.float32)
     for index, patch in enumerate(clean):
         kind = noise.kind
         if kind == "mixed":
@@ -282,7 +288,12 @@ def add_noise(
             photons = float(np.exp(rng.uniform(*np.log(noise.photons_range))))
             read_noise = rng.uniform(*noise.read_noise_range)
             noisy[index] = PoissonGaussianNoise(photons=photons, read_noise=read_noise)(patch, rng)
-            levels[index] = np.sqrt(float(patch.mean()) / photons + read_noise**2)
+            if maps:
+                levels[index, 0] = poisson_gaussian_std_map(
+                    noisy[index].mean(axis=0), 1.0 / photons, read_noise
+                )
+            else:
+                levels[index] = np.sqrt(float(patch.mean()) / photons + read_noise**2)
         else:
             raise DataError(f"noise.kind {kind!r} is made per image, not per patch")
     return noisy, levels

@@ -124,11 +124,12 @@ def tiled_apply(
     image: torch.Tensor,
     options: TilingOptions = TilingOptions(),
 ) -> torch.Tensor:
-    """Apply `function` ((B, C, h, w) -> (B, C, h, w)) to `image` (C, H, W) tile by tile.
+    """Apply `function` ((B, C, h, w) -> (B, C', h, w)) to `image` (C, H, W) tile by tile.
 
-    Images no larger than one tile go through whole.  Returns (C, H, W) float32 on `image`'s device.
+    Images no larger than one tile go through whole.  Returns (C', H, W) float32 on `image`'s
+    device (C' may differ from C: extra input channels, such as a noise map, ride along).
     """
-    channels, height, width = image.shape
+    height, width = image.shape[-2:]
     if height <= options.tile_size and width <= options.tile_size:
         return function(image.unsqueeze(0))[0].float()
     tile_height = balanced_tile(height, options.tile_size, options.overlap)
@@ -136,7 +137,7 @@ def tiled_apply(
     rows = tile_starts(height, tile_height, options.overlap)
     columns = tile_starts(width, tile_width, options.overlap)
     ramp = max(options.overlap - 2 * options.margin, 0)
-    output = torch.zeros((channels, height, width), dtype=torch.float32, device=image.device)
+    output: torch.Tensor | None = None  # allocated once the output's channel count is known
     total_weight = torch.zeros((1, height, width), dtype=torch.float32, device=image.device)
     positions = [(top, left) for top in rows for left in columns]
     for first in range(0, len(positions), options.batch_size):
@@ -148,6 +149,10 @@ def tiled_apply(
             ]
         )
         results = function(batch).float()
+        if output is None:
+            output = torch.zeros(
+                (results.shape[1], height, width), dtype=torch.float32, device=image.device
+            )
         for result, (top, left) in zip(results, batch_positions, strict=True):
             vertical = edge_ramp(
                 tile_height,
@@ -166,6 +171,7 @@ def tiled_apply(
             weight = torch.from_numpy(np.outer(vertical, horizontal)).to(image.device)[None]
             output[:, top : top + tile_height, left : left + tile_width] += result * weight
             total_weight[:, top : top + tile_height, left : left + tile_width] += weight
+    assert output is not None  # at least one tile
     return output / total_weight.clamp_min(1e-12)
 
 
@@ -200,6 +206,8 @@ class NeuralDenoiser:
     - `network`: an `nn.Module` mapping (B, C, H, W) -> (B, C, H, W); a network whose class says
       `conditioned = True` also takes a noise map (B, 1, H, W) of the noise std in [0, 1] units.
     - `sigma`: the noise level for conditioned networks; None estimates it from each image.
+    - `level_map`: "scalar" (one estimated std per image) or "signal-dependent" (for networks
+      trained on per-pixel maps: a Poisson-Gaussian fit gives grey images a per-pixel std map).
     - `precision`: "fp32", "bf16" or "auto" (bf16 where the CPU supports it natively; its cost
       against fp32 is measured in docs/models.md).
     - Grey networks denoise colour images channel by channel; volumes go slice by slice.
@@ -209,11 +217,16 @@ class NeuralDenoiser:
     name: str = "network"
     sigma: float | None = None
     tiling: TilingOptions = field(default_factory=TilingOptions)
+    level_map: str = "scalar"
     precision: str = "fp32"
     device: str | None = None
     description: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.level_map not in ("scalar", "signal-dependent"):
+            raise ValueError(
+                f"level_map must be scalar or signal-dependent, got {self.level_map!r}"
+            )
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
         self._device = pick_device(self.device)
@@ -242,17 +255,46 @@ class NeuralDenoiser:
 
         return float(estimate_sigma(estimate_windows(plane)))
 
+    def _noise_map(self, plane: np.ndarray) -> np.ndarray | None:
+        """A per-pixel std map for a grey `plane` with signal-dependent noise, else None.
+
+        The Poisson-Gaussian fit (on the estimate windows) decides: where the signal-dependent
+        part is under 5 % of the variance at the median intensity the noise is taken as white and
+        the more precise scalar PCA estimate is used instead.
+        """
+        if self.level_map != "signal-dependent" or self.sigma is not None:
+            return None
+        from meddenoise.estimate import estimate_poisson_gaussian
+
+        windows = estimate_windows(plane)
+        # The windows side by side: the few residuals across their joins are outliers the fit's
+        # median absolute deviation ignores.
+        strip = np.concatenate(list(windows), axis=1) if windows.ndim == 3 else windows
+        fit = estimate_poisson_gaussian(strip)
+        signal_variance = fit.gain * max(float(np.median(plane)), 0.0)
+        if signal_variance < 0.05 * (signal_variance + fit.sigma**2):
+            return None
+        return fit.std_map(plane)
+
     def _run(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) float32 with C == network channels -> same shape."""
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self._device)
         conditioned = bool(getattr(self.network, "conditioned", False))
-        level = self._noise_level(image[..., 0] if image.shape[-1] == 1 else image)
+        grey = image.shape[-1] == 1
+        noise_map = self._noise_map(image[..., 0]) if conditioned and grey else None
+        if noise_map is not None:
+            # The map travels through the tiling as one more channel, cut with the image.
+            image = np.concatenate([image, noise_map[..., None]], axis=-1)
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self._device)
+        level = 0.0
+        if conditioned and noise_map is None:
+            level = self._noise_level(image[..., 0] if grey else image)
 
         def forward(batch: torch.Tensor) -> torch.Tensor:
             batch = batch.contiguous(memory_format=torch.channels_last)
+            if noise_map is not None:
+                return self.network(batch[:, :-1], batch[:, -1:])
             if conditioned:
-                noise_map = torch.full_like(batch[:, :1], level)
-                return self.network(batch, noise_map)
+                return self.network(batch, torch.full_like(batch[:, :1], level))
             return self.network(batch)
 
         with torch.inference_mode(), _precision(self._device, self._precision):

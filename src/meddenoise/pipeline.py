@@ -122,10 +122,15 @@ def load_neural_denoiser(
     # A shipped model's card decides bf16 (used only where it costs < 0.02 dB on validation).
     if precision is None:
         precision = str(checkpoint.metadata.get("inference_precision", "fp32"))
+    # A network trained on per-pixel maps of signal-dependent noise gets one at inference too.
+    config = checkpoint.metadata.get("config")
+    noise = config.get("noise") if isinstance(config, dict) else None
+    level_map = noise.get("level_map", "scalar") if isinstance(noise, dict) else "scalar"
     return NeuralDenoiser(
         checkpoint.network,
         name=checkpoint.model,
         sigma=sigma,
+        level_map="signal-dependent" if level_map == "signal-dependent" else "scalar",
         precision=precision if precision in ("fp32", "bf16") else "fp32",
         description={"checkpoint": path.name, "model": checkpoint.model},
     )

@@ -51,7 +51,7 @@ class TrainingData:
     train_partners: list[np.ndarray] | None  # paired mode: the clean partner of each image
     val_noisy: list[np.ndarray]  # (C, H, W)
     val_clean: list[np.ndarray] | None  # None: no clean reference (self-supervised)
-    val_levels: list[float]
+    val_levels: list[float | np.ndarray]  # a std, or a (1, H, W) map (signal-dependent levels)
     summary: dict[str, Any] = field(default_factory=dict)
     # Self-supervised: the noise level estimated once per training image (for conditioned nets).
     train_levels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -151,7 +151,8 @@ def prepare_data(config: TrainConfig) -> TrainingData:
             noisy, level = _ct_noisy(clean, config, rng)
         else:
             noisy_batch, level_batch = add_noise(clean.transpose(2, 0, 1)[None], config.noise, rng)
-            noisy, level = noisy_batch[0].transpose(1, 2, 0), float(level_batch[0])
+            noisy, level = noisy_batch[0].transpose(1, 2, 0), level_batch[0]
+            level = float(level) if level.ndim == 0 else level  # a (1, H, W) map
         val_noisy.append(noisy.transpose(2, 0, 1))
         levels.append(level)
     return TrainingData(
@@ -213,8 +214,8 @@ def epoch_batches(
         noisy, levels = add_noise(clean, config.noise, rng)
     if config.noise.level_jitter > 0:
         # The network is told a slightly wrong level, as a blind estimate would be.
-        levels = levels * np.exp(rng.normal(0.0, config.noise.level_jitter, len(levels)))
-        levels = levels.astype(np.float32)
+        factors = np.exp(rng.normal(0.0, config.noise.level_jitter, len(levels)))
+        levels = (levels * factors.reshape(-1, *[1] * (levels.ndim - 1))).astype(np.float32)
     order = rng.permutation(count)
     for first in range(0, count, config.batch_size):
         chosen = order[first : first + config.batch_size]
@@ -226,8 +227,11 @@ def epoch_batches(
 
 
 def run_network(network: nn.Module, noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Forward pass; conditioned networks get a noise map of each sample's level."""
+    """Forward pass; conditioned networks get a noise map: each sample's level (levels (N,)) or
+    the given per-pixel maps (levels (N, 1, H, W))."""
     if getattr(network, "conditioned", False):
+        if levels.ndim == 4:
+            return network(noisy, levels.to(noisy.dtype))
         noise_map = levels.view(-1, 1, 1, 1).expand(-1, 1, *noisy.shape[-2:]).to(noisy.dtype)
         return network(noisy, noise_map)
     return network(noisy)
@@ -367,7 +371,7 @@ def evaluate(network: nn.Module, data: TrainingData) -> dict[str, float]:
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "mse": []}
     for index, noisy in enumerate(data.val_noisy):
         tensor = torch.from_numpy(np.ascontiguousarray(noisy))[None]
-        level = torch.tensor([data.val_levels[index]], dtype=torch.float32)
+        level = torch.as_tensor(np.asarray(data.val_levels[index], dtype=np.float32))[None]
         output = run_network(network, tensor, level)[0].numpy()
         if data.val_clean is None:
             scores["mse"].append(metrics.mse(noisy, output))
@@ -392,7 +396,9 @@ def validation_baselines(data: TrainingData, methods: list[str]) -> dict[str, fl
     for index, (clean, noisy) in enumerate(zip(data.val_clean, data.val_noisy, strict=True)):
         scores["psnr"].append(metrics.psnr(clean, noisy, data_range=1.0))
         for method in methods:
-            denoiser = make_denoiser(method, sigma=data.val_levels[index])
+            # Classical methods take one sigma: the RMS of a per-pixel map.
+            sigma = float(np.sqrt(np.mean(np.square(data.val_levels[index]))))
+            denoiser = make_denoiser(method, sigma=sigma)
             denoised = denoiser(channels_last(noisy))
             denoised = denoised[None] if denoised.ndim == 2 else denoised.transpose(2, 0, 1)
             scores.setdefault(f"{method}_psnr", []).append(
