@@ -27,6 +27,8 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "meddenoise" / "weights"
 LICENCES = {
     "pydicom": "pydicom / pydicom-data test files (MIT licence)",
     "skimage": "scikit-image sample images (BSD-3 licence; see skimage.data docs for each)",
+    "matplotlib": "matplotlib sample data: grace_hopper.jpg, a U.S. Navy photograph in the "
+    "public domain",
 }
 
 

@@ -141,14 +141,16 @@ def prepare_data(config: TrainConfig) -> TrainingData:
         )
     if not val_sources:
         raise DataError("data.val: synthetic training needs validation images")
-    val_clean = [
-        _central_crop(image, data.val_size) for image in val_sources for _ in range(data.val_draws)
-    ]
+    wholes = [image for image in val_sources for _ in range(data.val_draws)]
+    val_clean = [_central_crop(image, data.val_size) for image in wholes]
     val_noisy, levels = [], []
     for index, clean in enumerate(val_clean):
         rng = np.random.default_rng([config.seed, VALIDATION_STREAM, index])
         if config.noise.kind == "low-dose-ct":
-            noisy, level = _ct_noisy(clean, config, rng)
+            # CT noise depends on the whole slice (every ray crosses it): simulate it, then crop,
+            # as the benchmark does.
+            noisy_whole, level = _ct_noisy(wholes[index], config, rng)
+            noisy = _central_crop(noisy_whole, data.val_size)
         else:
             noisy_batch, level_batch = add_noise(clean.transpose(2, 0, 1)[None], config.noise, rng)
             noisy, level = noisy_batch[0].transpose(1, 2, 0), level_batch[0]
