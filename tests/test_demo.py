@@ -8,6 +8,7 @@ import pydicom
 from typer.testing import CliRunner
 
 from meddenoise.cli import app
+from meddenoise.pipeline import shipped_weights
 
 from .conftest import data_file
 
@@ -19,10 +20,13 @@ def test_demo_writes_outputs_and_a_report_where_denoising_helps(tmp_path):
     report = (output / "report.md").read_text(encoding="utf-8")
     rows = [line for line in report.splitlines() if re.match(r"\| (CT|CR|MR) ", line)]
     assert len(rows) == 3
+    # "default" gives each case the shipped model made for it: the CT case the low-dose CT model.
+    expected_ct = "`ct-lowdose`" if shipped_weights("ct-lowdose") else "`default`"
+    assert expected_ct in rows[0]
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        psnr_noisy, psnr_denoised = float(cells[2]), float(cells[3])
-        ssim_noisy, ssim_denoised = float(cells[4]), float(cells[5])
+        psnr_noisy, psnr_denoised = float(cells[3]), float(cells[4])
+        ssim_noisy, ssim_denoised = float(cells[5]), float(cells[6])
         assert psnr_denoised > psnr_noisy + 3.0, row
         assert ssim_denoised > ssim_noisy, row
     for folder in ("noisy", "denoised"):

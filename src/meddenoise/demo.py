@@ -31,10 +31,17 @@ class DemoCase:
     file_name: str
     noise: NoiseModel
     noise_label: str
+    model: str = "default"  # the shipped model made for this case, used by method "default"
 
 
 DEMO_CASES = (
-    DemoCase("CT head", "693_UNCR.dcm", LowDoseCT(dose_fraction=0.25), "low-dose CT, 25% dose"),
+    DemoCase(
+        "CT head",
+        "693_UNCR.dcm",
+        LowDoseCT(dose_fraction=0.25),
+        "low-dose CT, 25% dose",
+        model="ct-lowdose",
+    ),
     DemoCase(
         "CR chest",
         "RG1_UNCR.dcm",
@@ -58,6 +65,16 @@ def _demo_file(name: str) -> Path:
             f"demo image {name} not found: install the test data with `pip install pydicom-data`"
         )
     return Path(path)
+
+
+def case_method(method: str, case: DemoCase) -> str:
+    """`method`, except that "default" means the shipped model made for the case (the low-dose
+    CT model for the CT case) when its weights are installed."""
+    from meddenoise.pipeline import shipped_weights
+
+    if method == "default" and case.model != "default" and shipped_weights(case.model):
+        return case.model
+    return method
 
 
 def run_demo(output: Path, *, method: str = "default", seed: int = 0) -> Path:
@@ -84,7 +101,8 @@ def run_demo(output: Path, *, method: str = "default", seed: int = 0) -> Path:
         noisy = read_image(noisy_path)
         # Denoise what was written, with the clean image's mapping, so metrics share one scale.
         noisy.meta.mapping = clean.meta.mapping
-        denoiser = make_method(method, sigma=None, colour=False)
+        chosen = case_method(method, case)
+        denoiser = make_method(chosen, sigma=None, colour=False)
         started = time.perf_counter()
         denoised = denoise_image(noisy, denoiser)
         seconds = time.perf_counter() - started
@@ -105,6 +123,7 @@ def run_demo(output: Path, *, method: str = "default", seed: int = 0) -> Path:
             (
                 case.title,
                 case.noise_label,
+                f"`{chosen}`",
                 scores["noisy"]["psnr"],
                 scores["denoised"]["psnr"],
                 scores["noisy"]["ssim"],
@@ -133,11 +152,11 @@ def run_demo(output: Path, *, method: str = "default", seed: int = 0) -> Path:
             "%s: %.2f -> %.2f dB", case.title, scores["noisy"]["psnr"], scores["denoised"]["psnr"]
         )
 
-    denoiser = make_method(method, sigma=None, colour=False)
     table = markdown_table(
         [
             "image",
             "noise",
+            "method",
             "PSNR noisy",
             "PSNR denoised",
             "SSIM noisy",
@@ -150,7 +169,9 @@ def run_demo(output: Path, *, method: str = "default", seed: int = 0) -> Path:
     text = [
         "# meddenoise demo",
         "",
-        f"Method: `{method}` ({denoiser.name}, noise level estimated from each image).",
+        f"Method: `{method}`"
+        + (" (each case's shipped model)" if method == "default" else "")
+        + ", noise level estimated from each image.",
         "PSNR and SSIM against the clean image, with the clean image's value range as the data "
         "range (DICOM padding pixels excluded). Residual = noisy - denoised: anatomy in it means "
         "the method removed anatomy.",
