@@ -1,5 +1,8 @@
 """Score a checkpoint on its config's validation set (never the test split), blind and oracle,
-in fp32 and bf16, against classical methods given the true noise level.
+in fp32 and bf16, against classical methods given the true noise std of each crop.
+
+"network oracle" gives the network the level it was trained with (the true std, a true-parameter
+map for signal-dependent levels, or for CT the blind estimate, which is what it is trained on).
 
     .venv/bin/python scripts/validate_checkpoint.py configs/default.yaml \
         runs/default/best.safetensors --baselines nlm bm3d
@@ -14,12 +17,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from meddenoise import metrics
+from meddenoise.checkpoint import load_checkpoint
 from meddenoise.classical import make_denoiser
 from meddenoise.config import load_config
 from meddenoise.pipeline import load_neural_denoiser
-from meddenoise.train import channels_last, prepare_data
+from meddenoise.train import channels_last, oracle_sigma, prepare_data, run_network
 
 
 def main() -> None:
@@ -42,19 +47,22 @@ def main() -> None:
     checkpoint = Path(arguments.checkpoint)
     blind_fp32 = load_neural_denoiser(checkpoint, precision="fp32")
     blind_bf16 = load_neural_denoiser(checkpoint, precision="bf16")
+    network = load_checkpoint(checkpoint).network
     for index, (noisy_chw, clean_chw) in enumerate(
         zip(data.val_noisy, data.val_clean, strict=True)
     ):
         noisy, clean = channels_last(noisy_chw), channels_last(clean_chw)
-        level = data.val_levels[index]
+        level = torch.as_tensor(np.asarray(data.val_levels[index], dtype=np.float32))[None]
+        with torch.inference_mode():
+            oracle = run_network(network, torch.from_numpy(noisy_chw)[None], level)[0].numpy()
         outputs = {
             "noisy": noisy,
             "network blind fp32": blind_fp32(noisy),
             "network blind bf16": blind_bf16(noisy),
-            "network oracle fp32": load_neural_denoiser(checkpoint, sigma=level)(noisy),
+            "network oracle fp32": channels_last(oracle),
         }
         for name in arguments.baselines:
-            outputs[f"{name} oracle"] = make_denoiser(name, sigma=level)(noisy)
+            outputs[f"{name} oracle"] = make_denoiser(name, sigma=oracle_sigma(data, index))(noisy)
         for method, output in outputs.items():
             scores[method].append(metrics.psnr(clean, output, data_range=1.0))
     print("| method | " + " | ".join(f"val {i}" for i in range(len(data.val_noisy))) + " | mean |")

@@ -368,11 +368,19 @@ def test_low_dose_ct_levels_are_the_blind_estimate(tmp_path):
     from meddenoise.train import prepare_data
 
     config = tiny_config(tmp_path)
-    config["data"] |= {"train": ["pydicom:CT_small.dcm"], "val": ["pydicom:CT_small.dcm"]}
+    # Validation crop = the whole 128 x 128 slice, where the level is estimated.
+    config["data"] |= {
+        "train": ["pydicom:CT_small.dcm"],
+        "val": ["pydicom:CT_small.dcm"],
+        "val_size": 128,
+    }
     config["noise"] = {"kind": "low-dose-ct", "pixel_spacing_range": [0.5, 0.5]}
     data = prepare_data(load_config(config))
     noisy = data.val_noisy[0][0]
     assert data.val_levels[0] == pytest.approx(estimate_sigma(noisy), rel=1e-6)
+    # The classical baselines still get the true std of the crop.
+    true_std = float(np.std(data.val_noisy[0] - data.val_clean[0]))
+    assert data.val_sigmas[0] == pytest.approx(true_std, rel=1e-6)
     with pytest.raises(ConfigError, match="pixel spacing"):
         bad = {"kind": "low-dose-ct", "pixel_spacing_range": [0, 1]}
         load_config(tiny_config(tmp_path, noise=bad))
@@ -403,3 +411,7 @@ def test_signal_dependent_level_maps_train_and_reach_inference(tmp_path):
     result = fit(config, progress=False)
     assert np.isfinite(result.history[-1]["val_psnr"])
     assert load_neural_denoiser(result.best).level_map == "signal-dependent"
+    # Maps are made only for synthetic grey Poisson-Gaussian noise.
+    for change in ({"kind": "gaussian"}, {"kind": "low-dose-ct"}):
+        with pytest.raises(ConfigError, match="level_map"):
+            load_config(tiny_config(tmp_path, noise={**noise, **change}))

@@ -171,7 +171,8 @@ class TrainConfig(Strict):
     init: str | None = Field(
         None,
         description="start from these weights (fine-tuning): a .safetensors checkpoint of the "
-        "same model, or a shipped name: default, ct-lowdose, rgb",
+        "same model, or a shipped name: default, ct-lowdose, rgb (a grey cond_unet may start a "
+        "colour one: its first and last layers are widened)",
     )
     baselines: list[str] = Field(
         default_factory=list,
@@ -191,6 +192,23 @@ class TrainConfig(Strict):
 
         parse_loss_terms(loss)
         return loss
+
+    @model_validator(mode="after")
+    def level_maps_where_made(self) -> TrainConfig:
+        # Maps are made only for synthetic grey Poisson-Gaussian noise, and inference builds
+        # them only for grey images: anywhere else the checkpoint would get maps it never saw.
+        if self.noise.level_map == "signal-dependent":
+            if self.data.mode != "synthetic" or self.noise.kind not in (
+                "poisson-gaussian",
+                "mixed",
+            ):
+                raise ValueError(
+                    "noise.level_map signal-dependent needs data.mode synthetic and noise.kind "
+                    "poisson-gaussian or mixed"
+                )
+            if self.data.channels != 1:
+                raise ValueError("noise.level_map signal-dependent is for grey (channels 1) data")
+        return self
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -185,6 +185,8 @@ def estimate_sigma(image: FloatArray, *, method: EstimatorName = "pca") -> float
 # Zero-mean high-pass kernel with unit gain on white noise (sum of squares 1): a discrete Laplacian
 # cancels constant and linear intensity, so in smooth regions its output is the noise alone.
 _LAPLACIAN = np.array([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]]) / np.sqrt(20.0)
+# Below this many residuals per intensity bin the bin variances scatter too much to fit a line.
+MIN_RESIDUALS_PER_BIN = 256
 # Width of the Gaussian that turns a noisy image into the signal estimate the noise map is read
 # from: wide enough to average the noise down (~1/5 of its std), narrow enough to follow anatomy.
 SIGNAL_SMOOTHING = 2.0
@@ -226,7 +228,8 @@ def estimate_poisson_gaussian(image: np.ndarray, *, bins: int = 16) -> PoissonGa
     pixels are split into `bins` equally populated intensity bins, each bin's noise variance is the
     squared robust spread (1.4826 x median absolute deviation, which ignores the sparse edges that
     leak into the residual), and a weighted least-squares line through (bin signal, bin variance)
-    gives gain and sigma², both kept >= 0.  For Gaussian noise the gain comes out near 0.
+    gives gain and sigma², both kept >= 0.  For Gaussian noise the gain comes out near 0.  Raises
+    ValueError for images with fewer than 256 varying pixels per bin (about 64 x 64).
     """
     from scipy.ndimage import convolve
 
@@ -241,8 +244,11 @@ def estimate_poisson_gaussian(image: np.ndarray, *, bins: int = 16) -> PoissonGa
     signal = smoothed_signal(plane)[2:-2, 2:-2].ravel().astype(np.float64)
     keep = residual != 0.0  # exactly flat regions (padding, saturation) carry no noise
     residual, signal = residual[keep], signal[keep]
-    if residual.size < 2 * bins:
-        return PoissonGaussianFit(0.0, 0.0)
+    if residual.size < MIN_RESIDUALS_PER_BIN * bins:
+        raise ValueError(
+            f"too few varying pixels ({residual.size}) to fit signal-dependent noise; "
+            f"need {MIN_RESIDUALS_PER_BIN * bins}"
+        )
     order = np.argsort(signal)
     means, variances, counts = [], [], []
     for chunk in np.array_split(order, bins):
@@ -252,16 +258,28 @@ def estimate_poisson_gaussian(image: np.ndarray, *, bins: int = 16) -> PoissonGa
         variances.append(spread**2)
         counts.append(chunk.size)
     means_array, variances_array = np.array(means), np.array(variances)
-    # Relative errors of a variance estimate are ~sqrt(2 / n): weight by n / variance².
-    weights = np.array(counts) / np.maximum(variances_array, 1e-20) ** 2
+    counts_array = np.array(counts, dtype=np.float64)
     design = np.stack([means_array, np.ones_like(means_array)], axis=1)
-    root = np.sqrt(weights)
-    gain, offset = np.linalg.lstsq(design * root[:, None], variances_array * root, rcond=None)[0]
-    if gain < 0:  # no signal dependence: all of it is signal-independent
-        gain, offset = 0.0, float(np.average(variances_array, weights=weights))
-    elif offset < 0:  # pure Poisson: refit through the origin
-        offset = 0.0
-        gain = float(
-            np.sum(weights * means_array * variances_array) / np.sum(weights * means_array**2)
-        )
+    # A variance estimate from n values has relative error ~sqrt(2 / n): weight by n / variance²,
+    # with the variance the fitted one (iterated), so that bins that came out low by chance do
+    # not pull the line down.
+    expected = variances_array
+    gain, offset = 0.0, float(np.mean(variances_array))
+    for _ in range(3):
+        weights = counts_array / np.maximum(expected, 1e-20) ** 2
+        root = np.sqrt(weights)
+        gain, offset = np.linalg.lstsq(design * root[:, None], variances_array * root, rcond=None)[
+            0
+        ]
+        if gain < 0:  # no signal dependence: all of it is signal-independent
+            gain, offset = 0.0, float(np.average(variances_array, weights=weights))
+        elif offset < 0:  # pure Poisson: refit through the origin
+            offset = 0.0
+            leverage = float(np.sum(weights * means_array**2))
+            gain = (
+                float(np.sum(weights * means_array * variances_array)) / leverage
+                if leverage > 0
+                else 0.0
+            )
+        expected = np.maximum(gain * means_array + offset, 1e-20)
     return PoissonGaussianFit(float(gain), float(np.sqrt(offset)))

@@ -46,7 +46,8 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 def estimate_windows(image: np.ndarray, pixels: int = ESTIMATE_PIXELS) -> np.ndarray:
     """At most `pixels` of `image` (H, W) or (H, W, C) for the blind noise estimate.
 
-    An image within the budget comes back whole.  A larger one gives four windows, one centred
+    An image within the budget comes back whole, a long thin one its middle part.  A larger one
+    gives four windows, one centred
     in each quadrant (so a radiograph's estimate sees more than its middle), returned as a
     (planes, h, w) stack, colour channels split into planes: `estimate_sigma` pools the patches of
     a stack's planes, as it pools a colour image's channels.
@@ -55,7 +56,15 @@ def estimate_windows(image: np.ndarray, pixels: int = ESTIMATE_PIXELS) -> np.nda
     if height * width <= pixels:
         return image
     side = int(np.sqrt(pixels / 4))
-    window_height, window_width = min(side, height // 2), min(side, width // 2)
+    if min(height, width) < 2 * side:  # a long, thin image: its middle, within the budget
+        if height < width:
+            keep = max(pixels // height, 1)
+            start = (width - keep) // 2
+            return image[:, start : start + keep]
+        keep = max(pixels // width, 1)
+        start = (height - keep) // 2
+        return image[start : start + keep]
+    window_height, window_width = side, side
     planes = []
     for row in (height // 4, 3 * height // 4):
         for column in (width // 4, 3 * width // 4):
@@ -244,6 +253,9 @@ class NeuralDenoiser:
 
     @property
     def channels(self) -> int:
+        declared = getattr(self.network, "channels", None)
+        if isinstance(declared, int):  # e.g. CondUNet, whose first layer sees 8 x channels
+            return declared
         first = next(module for module in self.network.modules() if isinstance(module, nn.Conv2d))
         conditioned = bool(getattr(self.network, "conditioned", False))
         return first.in_channels - (1 if conditioned else 0)
@@ -260,7 +272,8 @@ class NeuralDenoiser:
 
         The Poisson-Gaussian fit (on the estimate windows) decides: where the signal-dependent
         part is under 5 % of the variance at the median intensity the noise is taken as white and
-        the more precise scalar PCA estimate is used instead.
+        the more precise scalar PCA estimate is used instead, as it is for images too small to
+        fit.
         """
         if self.level_map != "signal-dependent" or self.sigma is not None:
             return None
@@ -270,9 +283,13 @@ class NeuralDenoiser:
         # The windows side by side: the few residuals across their joins are outliers the fit's
         # median absolute deviation ignores.
         strip = np.concatenate(list(windows), axis=1) if windows.ndim == 3 else windows
-        fit = estimate_poisson_gaussian(strip)
-        signal_variance = fit.gain * max(float(np.median(plane)), 0.0)
-        if signal_variance < 0.05 * (signal_variance + fit.sigma**2):
+        try:
+            fit = estimate_poisson_gaussian(strip)
+        except ValueError:  # too small to fit: the scalar estimate copes
+            return None
+        # Judged at the mean intensity: a radiograph's median can be its dark background.
+        signal_variance = fit.gain * max(float(np.mean(plane)), 0.0)
+        if signal_variance <= 0.05 * (signal_variance + fit.sigma**2):
             return None
         return fit.std_map(plane)
 

@@ -289,8 +289,9 @@ class LowDoseCT:
     1. The image is zero-padded to a centred square of side ``N = max(H, W)`` and read as a map of
        linear attenuation: a pixel of value ``v`` attenuates ``v * unit_attenuation_per_mm`` per
        mm, and each pixel is `pixel_spacing_mm` wide.  The defaults suit a CT slice mapped to
-       [0, 1] by its own range (air at 0, dense bone near 1): value 1.0 is twice water at a
-       ~70 keV effective energy (0.019 / mm, so about +1000 HU), and 0.7 mm is a 512-pixel body
+       [0, 1] with air at 0 and about +1000 HU at 1 (the HU window -1000..+1000, or a
+       0.1-99.9 percentile range when the slice's lowest values are air, not padding): value 1.0
+       is twice water at a ~70 keV effective energy (0.019 / mm), and 0.7 mm is a 512-pixel body
        field of 36 cm.  Line integrals are then physical (about 7 across a 35 cm abdomen, 4 across
        a head) whatever the image size, so a crop or a small image is not scaled up to a body.
        Pass the slice's own spacing (DICOM PixelSpacing) for its true noise level.

@@ -180,11 +180,11 @@ def write_benchmark_report(
     shown_kinds = set()
     for case in cases:
         kind = case.noise.kind + ("_colour" if case.image.colour else "")
-        if kind in shown_kinds:
+        ran = [m for m in methods if (m, case.image.label, case.noise.label) in outputs]
+        if kind in shown_kinds or not ran:  # the first case of each kind that a method ran on
             continue
         shown_kinds.add(kind)
         panels = [("clean", case.clean), (f"noisy ({case.noise.label})", case.noisy)]
-        ran = [m for m in methods if (m, case.image.label, case.noise.label) in outputs]
         for method in ran:
             panels.append((method, outputs[(method, case.image.label, case.noise.label)]))
         for method in ran:

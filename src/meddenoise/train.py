@@ -51,8 +51,11 @@ class TrainingData:
     train_partners: list[np.ndarray] | None  # paired mode: the clean partner of each image
     val_noisy: list[np.ndarray]  # (C, H, W)
     val_clean: list[np.ndarray] | None  # None: no clean reference (self-supervised)
-    val_levels: list[float | np.ndarray]  # a std, or a (1, H, W) map (signal-dependent levels)
+    val_levels: list[float | np.ndarray]  # what the network is told: a std or a (1, H, W) map
     summary: dict[str, Any] = field(default_factory=dict)
+    # The true noise std of each validation crop, std(noisy - clean), for the classical baselines
+    # (the network's level can be a blind estimate or a map); empty: use the levels' RMS.
+    val_sigmas: list[float] = field(default_factory=list)
     # Self-supervised: the noise level estimated once per training image (for conditioned nets).
     train_levels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     # Low-dose CT: the clean sinogram of each training image, computed on first use.
@@ -166,17 +169,26 @@ def prepare_data(config: TrainConfig) -> TrainingData:
         levels,
         {
             "train_images": len(train_images),
-            "val_images": len(val_clean),
+            "val_images": len(val_sources),
+            "val_draws": data.val_draws,
             "train": data.train,
             "val": data.val,
         },
+        val_sigmas=[
+            float(np.std(noisy - clean.transpose(2, 0, 1)))
+            for noisy, clean in zip(val_noisy, val_clean, strict=True)
+        ],
     )
 
 
 def epoch_batches(
     data: TrainingData, config: TrainConfig, epoch: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
-    """(noisy, clean or None, noise level per patch) batches for one epoch, seeded by the epoch."""
+    """(noisy, clean or None, levels) batches for one epoch, seeded by the epoch.
+
+    Levels are what a conditioned network is told: (B,) stds (per patch, or per slice for CT,
+    where it is the blind estimate) or (B, 1, H, W) maps (``noise.level_map: signal-dependent``).
+    """
     rng = np.random.default_rng([config.seed, epoch])
     size = config.data.patch_size
     count = config.data.patches_per_epoch
@@ -387,9 +399,18 @@ def evaluate(network: nn.Module, data: TrainingData) -> dict[str, float]:
     return {key: float(np.mean(values)) for key, values in scores.items() if values}
 
 
+def oracle_sigma(data: TrainingData, index: int) -> float:
+    """The true noise std of validation crop `index` (for classical methods), else the RMS of
+    the level the network is given."""
+    if data.val_sigmas:
+        return data.val_sigmas[index]
+    return float(np.sqrt(np.mean(np.square(data.val_levels[index]))))
+
+
 def validation_baselines(data: TrainingData, methods: list[str]) -> dict[str, float]:
     """Validation PSNR of the noisy inputs ("psnr") and of each classical method in `methods`
-    (given the true noise level), which the trained network should beat."""
+    (given the true noise std of each crop, `oracle_sigma`), which the trained network should
+    beat."""
     from meddenoise.classical import make_denoiser
 
     if data.val_clean is None:
@@ -398,9 +419,7 @@ def validation_baselines(data: TrainingData, methods: list[str]) -> dict[str, fl
     for index, (clean, noisy) in enumerate(zip(data.val_clean, data.val_noisy, strict=True)):
         scores["psnr"].append(metrics.psnr(clean, noisy, data_range=1.0))
         for method in methods:
-            # Classical methods take one sigma: the RMS of a per-pixel map.
-            sigma = float(np.sqrt(np.mean(np.square(data.val_levels[index]))))
-            denoiser = make_denoiser(method, sigma=sigma)
+            denoiser = make_denoiser(method, sigma=oracle_sigma(data, index))
             denoised = denoiser(channels_last(noisy))
             denoised = denoised[None] if denoised.ndim == 2 else denoised.transpose(2, 0, 1)
             scores.setdefault(f"{method}_psnr", []).append(
@@ -427,7 +446,7 @@ def save_gan_figure(path: Path, network: nn.Module, data: TrainingData) -> None:
 
     with torch.no_grad():
         noisy = data.val_noisy[0]
-        level = torch.tensor([data.val_levels[0]])
+        level = torch.as_tensor(np.asarray(data.val_levels[0], dtype=np.float32))[None]
         denoised = run_network(network.eval(), torch.from_numpy(noisy)[None], level)[0].numpy()
     pictures = [("noisy", noisy), ("denoised", denoised)]
     if data.val_clean is not None:

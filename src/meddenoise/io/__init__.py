@@ -169,22 +169,27 @@ def write_image(image: Image, path: str | os.PathLike[str]) -> WriteReport:
 def pixel_spacing_mm(image: Image) -> float | None:
     """Mean in-plane pixel spacing in mm as the file records it, or None where it says nothing.
 
-    DICOM: PixelSpacing (or the enhanced shared functional groups', or ImagerPixelSpacing for
-    projection radiographs); NIfTI: the first two voxel sizes (assumed mm, NIfTI's usual unit).
+    DICOM: PixelSpacing (or ImagerPixelSpacing for projection radiographs, or an enhanced
+    object's shared or first per-frame pixel measures); NIfTI: the first two voxel sizes,
+    converted from the header's spatial unit (mm when it names none).
     """
     details = image.meta.details
     spacing = None
     if image.meta.format == "dicom":
         dataset = details.datasets[0]
         spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
-        if spacing is None:
-            try:
-                groups = dataset.SharedFunctionalGroupsSequence[0]
+        for groups_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            if spacing is not None:
+                break
+            try:  # enhanced objects: shared, else the first frame's pixel measures
+                groups = getattr(dataset, groups_name)[0]
                 spacing = groups.PixelMeasuresSequence[0].PixelSpacing
             except (AttributeError, IndexError, KeyError):
                 spacing = None
     elif image.meta.format == "nifti":
-        spacing = details.header.get_zooms()[:2]
+        unit = details.header.get_xyzt_units()[0]
+        to_mm = {"mm": 1.0, "meter": 1000.0, "micron": 0.001}.get(unit, 1.0)  # unknown: NIfTI's mm
+        spacing = [float(zoom) * to_mm for zoom in details.header.get_zooms()[:2]]
     if spacing is None:
         return None
     try:
