@@ -219,7 +219,8 @@ class NeuralDenoiser:
       trained on per-pixel maps: a Poisson-Gaussian fit gives grey images a per-pixel std map).
     - `precision`: "fp32", "bf16" or "auto" (bf16 where the CPU supports it natively; its cost
       against fp32 is measured in docs/models.md).
-    - Grey networks denoise colour images channel by channel; volumes go slice by slice.
+    - Grey networks denoise colour images channel by channel; colour networks see a grey image as
+      three equal channels (and return their mean); volumes go slice by slice.
     """
 
     network: nn.Module
@@ -325,8 +326,8 @@ class NeuralDenoiser:
             return np.stack([self(plane) for plane in array]).astype(np.float32)
         channels = self.channels
         if layout == "grey":
-            if channels == 3:
-                raise ValueError(f"{self.name} is a colour network; it cannot denoise grey images")
+            if channels == 3:  # a grey image is a colour image with equal channels
+                return self._run(np.repeat(array[..., None], 3, axis=-1)).mean(axis=-1)
             return self._run(array[..., None])[..., 0]
         if channels == 3:
             return self._run(array)
