@@ -93,10 +93,12 @@ def test_conditioned_network_uses_the_given_noise_level():
     assert not np.allclose(low, high)
 
 
-def test_colour_network_refuses_grey_input():
-    denoiser = NeuralDenoiser(build_model("dncnn", channels=3, depth=3, features=8))
-    with pytest.raises(ValueError, match="colour network"):
-        denoiser(np.zeros((32, 32), np.float32))
+def test_colour_network_sees_a_grey_image_as_three_equal_channels():
+    torch.manual_seed(0)
+    denoiser = NeuralDenoiser(build_model("dncnn", channels=3, depth=3, features=8).eval())
+    grey = np.random.default_rng(6).random((32, 32)).astype(np.float32)
+    colour = denoiser(np.repeat(grey[..., None], 3, axis=-1))
+    np.testing.assert_allclose(denoiser(grey), colour.mean(axis=-1), atol=1e-6)
 
 
 @pytest.mark.skipif(not bf16_supported(), reason="no native bf16 on this CPU")
