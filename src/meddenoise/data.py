@@ -59,10 +59,10 @@ def _packaged(entry: str) -> np.ndarray | Path | None:
         from matplotlib import cbook
 
         name = entry.split(":", 1)[1]
-        path = Path(cbook.get_sample_data(name, asfileobj=False))
-        if not path.is_file():
+        sample = Path(str(cbook.get_sample_data(name, asfileobj=False)))
+        if not sample.is_file():
             raise DataError(f"{entry}: matplotlib has no sample image {name!r}")
-        return path
+        return sample
     return None
 
 

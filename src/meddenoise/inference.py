@@ -65,7 +65,7 @@ def estimate_windows(image: np.ndarray, pixels: int = ESTIMATE_PIXELS) -> np.nda
         start = (height - keep) // 2
         return image[start : start + keep]
     window_height, window_width = side, side
-    planes = []
+    planes: list[np.ndarray] = []
     for row in (height // 4, 3 * height // 4):
         for column in (width // 4, 3 * width // 4):
             top = min(max(row - window_height // 2, 0), height - window_height)

@@ -99,8 +99,8 @@ def make_method(
         return make_denoiser(name, sigma=sigma)
     if Path(name).suffix == ".safetensors" or Path(name).is_file():
         return load_neural_denoiser(Path(name), sigma=sigma)
-    shipped = [name for name in SHIPPED_WEIGHTS if name != "default" and shipped_weights(name)]
-    known = ", ".join(["default", *shipped, *METHODS])
+    installed = [name for name in SHIPPED_WEIGHTS if name != "default" and shipped_weights(name)]
+    known = ", ".join(["default", *installed, *METHODS])
     raise ValueError(f"unknown method {name!r}; known methods: {known}")
 
 

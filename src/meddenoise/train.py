@@ -16,7 +16,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ class TrainingData:
     train_partners: list[np.ndarray] | None  # paired mode: the clean partner of each image
     val_noisy: list[np.ndarray]  # (C, H, W)
     val_clean: list[np.ndarray] | None  # None: no clean reference (self-supervised)
-    val_levels: list[float | np.ndarray]  # what the network is told: a std or a (1, H, W) map
+    val_levels: Sequence[float | np.ndarray]  # what the network is told: a std or a (1, H, W) map
     summary: dict[str, Any] = field(default_factory=dict)
     # The true noise std of each validation crop, std(noisy - clean), for the classical baselines
     # (the network's level can be a blind estimate or a map); empty: use the levels' RMS.
