@@ -277,7 +277,6 @@ def dciodvfy_errors(path: Path) -> set[str]:
 @pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "693_UNCR.dcm"])
 def test_derived_dicom_passes_dciodvfy_with_no_new_errors(name, tmp_path):
     from meddenoise.classical import make_denoiser
-
     from meddenoise.pipeline import denoise_image
 
     source = data_file(name)

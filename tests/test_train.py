@@ -415,3 +415,42 @@ def test_signal_dependent_level_maps_train_and_reach_inference(tmp_path):
     for change in ({"kind": "gaussian"}, {"kind": "low-dose-ct"}):
         with pytest.raises(ConfigError, match="level_map"):
             load_config(tiny_config(tmp_path, noise={**noise, **change}))
+
+
+def test_blind_estimate_levels_are_what_inference_tells_the_network(tmp_path):
+    from meddenoise.config import NoiseConfig
+    from meddenoise.data import sample_blindly_levelled
+    from meddenoise.inference import blind_noise_level
+    from meddenoise.train import epoch_batches, prepare_data
+
+    # A textured, noise-free image: the true level is 0, the estimate reads the texture.
+    rng = np.random.default_rng(3)
+    texture = 0.5 + 0.2 * np.sin(np.arange(96)[:, None] * 1.3) * np.cos(np.arange(96) * 0.9)
+    texture = (texture + rng.normal(0, 0.03, texture.shape)).astype(np.float32)[..., None]
+    noise = NoiseConfig(kind="gaussian", sigma_range=(0, 0), estimate_context=80)
+    noisy, clean, levels = sample_blindly_levelled(
+        [texture], 6, 32, noise, np.random.default_rng(0), augment=True
+    )
+    assert noisy.shape == clean.shape == (6, 1, 32, 32)
+    np.testing.assert_array_equal(noisy, clean)  # sigma 0: no noise added
+    assert np.all(levels > 0.005)  # yet the estimate sees some: the network learns this
+
+    changes = {"noise": {"kind": "mixed", "level_source": "estimate", "estimate_context": 48}}
+    config = load_config(tiny_config(tmp_path, epochs=1, **changes))
+    data = prepare_data(config)
+    noisy_val = data.val_noisy[0][0]
+    assert data.val_levels[0] == pytest.approx(blind_noise_level(noisy_val), rel=1e-6)
+    assert data.val_sigmas is not None and data.val_sigmas[0] > 0  # baselines: the true std
+    batch_noisy, _, batch_levels = next(epoch_batches(data, config, 0))
+    assert batch_noisy.shape == (16, 1, 40, 40) and batch_levels.shape == (16,)
+    assert torch.all(batch_levels > 0)
+    result = fit(config, progress=False)
+    assert np.isfinite(result.history[-1]["val_psnr"])
+    # Estimates for CT (already blind), maps, or windows smaller than the patch are refused.
+    for bad in (
+        {"kind": "low-dose-ct", "level_source": "estimate"},
+        {"kind": "mixed", "level_source": "estimate", "level_map": "signal-dependent"},
+        {"kind": "gaussian", "level_source": "estimate", "estimate_context": 32},
+    ):
+        with pytest.raises(ConfigError, match="estimate"):
+            load_config(tiny_config(tmp_path, noise=bad))

@@ -63,6 +63,19 @@ class NoiseConfig(Strict):
         "a per-pixel std map read from the smoothed noisy patch (signal-dependent: "
         "Poisson-Gaussian noise varies with intensity; inference fits the map blind)",
     )
+    level_source: Literal["true", "estimate"] = Field(
+        "true",
+        description="the scalar level conditioned networks are told in training: the true std "
+        "(true), or the blind estimate inference makes (estimate: `estimate_sigma` on a noisy "
+        "window of `estimate_context` pixels around each patch), so the network learns the "
+        "estimator's errors, e.g. texture read as noise on nearly clean images",
+    )
+    estimate_context: int = Field(
+        128,
+        ge=16,
+        description="side of the noisy window the training level is estimated on "
+        "(level_source: estimate); the patch is cut from inside it",
+    )
     dose_fraction_range: tuple[float, float] = Field(
         (0.1, 0.5), description="dose fraction range (low-dose-ct)"
     )
@@ -208,6 +221,22 @@ class TrainConfig(Strict):
                 )
             if self.data.channels != 1:
                 raise ValueError("noise.level_map signal-dependent is for grey (channels 1) data")
+        if self.noise.level_source == "estimate":
+            # Low-dose CT levels are always the slice's blind estimate; maps have their own fit.
+            if (
+                self.data.mode != "synthetic"
+                or self.noise.kind == "low-dose-ct"
+                or self.noise.level_map != "scalar"
+            ):
+                raise ValueError(
+                    "noise.level_source estimate needs data.mode synthetic, noise.kind gaussian, "
+                    "poisson-gaussian or mixed, and noise.level_map scalar"
+                )
+            if self.noise.estimate_context < self.data.patch_size:
+                raise ValueError(
+                    f"noise.estimate_context {self.noise.estimate_context} is smaller than "
+                    f"data.patch_size {self.data.patch_size}"
+                )
         return self
 
 

@@ -297,3 +297,48 @@ def add_noise(
         else:
             raise DataError(f"noise.kind {kind!r} is made per image, not per patch")
     return noisy, levels
+
+
+def sample_blindly_levelled(
+    images: list[np.ndarray],
+    count: int,
+    size: int,
+    noise: NoiseConfig,
+    rng: np.random.Generator,
+    *,
+    augment: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noisy and clean patches (N, C, size, size) with the level inference would tell the network.
+
+    Each patch is cut from a noisy window of ``noise.estimate_context`` pixels (smaller images:
+    their short side), and its level is `meddenoise.inference.blind_noise_level` of that window,
+    not the true std.  The estimate reads fine texture as noise and is noisy itself on small
+    windows; a network trained on it learns what a given estimate means, instead of
+    over-smoothing textured images whose estimate is too high.  Returns (noisy, clean, levels).
+    """
+    from meddenoise.inference import blind_noise_level
+
+    areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
+    choices = rng.choice(len(images), size=count, p=areas / areas.sum())
+    channels = images[0].shape[-1]
+    clean = np.empty((count, channels, size, size), dtype=np.float32)
+    noisy = np.empty_like(clean)
+    levels = np.empty(count, dtype=np.float32)
+    for slot, index in enumerate(choices):
+        image = images[index]
+        side = min(noise.estimate_context, *image.shape[:2])
+        top = int(rng.integers(0, image.shape[0] - side + 1))
+        left = int(rng.integers(0, image.shape[1] - side + 1))
+        transform = int(rng.integers(0, 8)) if augment else 0
+        window = dihedral(image[top : top + side, left : left + side], transform)
+        noisy_window = add_noise(window.transpose(2, 0, 1)[None], noise, rng)[0][0]
+        levels[slot] = blind_noise_level(
+            noisy_window[0] if channels == 1 else noisy_window.transpose(1, 2, 0)
+        )
+        inner_top = int(rng.integers(0, side - size + 1))
+        inner_left = int(rng.integers(0, side - size + 1))
+        rows, columns = slice(inner_top, inner_top + size), slice(inner_left, inner_left + size)
+        inner = (slice(None), rows, columns)
+        noisy[slot] = noisy_window[inner]
+        clean[slot] = window.transpose(2, 0, 1)[inner]
+    return noisy, clean, levels

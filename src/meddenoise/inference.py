@@ -75,6 +75,15 @@ def estimate_windows(image: np.ndarray, pixels: int = ESTIMATE_PIXELS) -> np.nda
     return np.stack(planes)
 
 
+def blind_noise_level(image: np.ndarray) -> float:
+    """The noise std a conditioned network is told for `image` (H, W) or (H, W, C) when none is
+    given: the PCA estimate on `estimate_windows`.  Training with ``noise.level_source:
+    estimate`` calls this too, so the network learns this estimator's errors."""
+    from meddenoise.estimate import estimate_sigma
+
+    return float(estimate_sigma(estimate_windows(image)))
+
+
 def balanced_tile(length: int, tile: int, overlap: int) -> int:
     """The smallest tile side that covers `length` with as few tiles as `tile` would need.
 
@@ -264,9 +273,7 @@ class NeuralDenoiser:
     def _noise_level(self, plane: np.ndarray) -> float:
         if self.sigma is not None:
             return self.sigma
-        from meddenoise.estimate import estimate_sigma
-
-        return float(estimate_sigma(estimate_windows(plane)))
+        return blind_noise_level(plane)
 
     def _noise_map(self, plane: np.ndarray) -> np.ndarray | None:
         """A per-pixel std map for a grey `plane` with signal-dependent noise, else None.

@@ -34,7 +34,14 @@ from meddenoise.checkpoint import (
     save_resume_state,
 )
 from meddenoise.config import TrainConfig, config_to_dict
-from meddenoise.data import DataError, add_noise, load_images, load_paired, sample_patches
+from meddenoise.data import (
+    DataError,
+    add_noise,
+    load_images,
+    load_paired,
+    sample_blindly_levelled,
+    sample_patches,
+)
 from meddenoise.losses import adversarial_loss, build_loss
 from meddenoise.models import PatchDiscriminator, build_model
 
@@ -82,7 +89,7 @@ def _ct_noisy(
     is the same blind estimate inference makes on the whole slice (FBP noise is correlated, so the
     estimate is not the noise std; training on it keeps training and use consistent).
     """
-    from meddenoise.estimate import estimate_sigma
+    from meddenoise.inference import blind_noise_level
     from meddenoise.noise import LowDoseCT
 
     model = LowDoseCT(
@@ -94,11 +101,14 @@ def _ct_noisy(
     else:
         sinogram = unit_sinogram * model.pixel_spacing_mm
     noisy = model.noisy_from_sinogram(sinogram, clean.shape[:2], rng)
-    return np.asarray(noisy, dtype=np.float32)[..., None], float(estimate_sigma(noisy))
+    noisy = np.asarray(noisy, dtype=np.float32)
+    return noisy[..., None], blind_noise_level(noisy)
 
 
 def prepare_data(config: TrainConfig) -> TrainingData:
     """Load and map the images; build the fixed validation set."""
+    from meddenoise.inference import blind_noise_level
+
     data = config.data
     if data.mode == "paired":
         assert data.root is not None
@@ -158,6 +168,8 @@ def prepare_data(config: TrainConfig) -> TrainingData:
             noisy_batch, level_batch = add_noise(clean.transpose(2, 0, 1)[None], config.noise, rng)
             noisy, level = noisy_batch[0].transpose(1, 2, 0), level_batch[0]
             level = float(level) if level.ndim == 0 else level  # a (1, H, W) map
+            if config.noise.level_source == "estimate":  # what inference tells the network
+                level = blind_noise_level(noisy[..., 0] if noisy.shape[-1] == 1 else noisy)
         val_noisy.append(noisy.transpose(2, 0, 1))
         levels.append(level)
     return TrainingData(
@@ -186,7 +198,8 @@ def epoch_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
     """(noisy, clean or None, levels) batches for one epoch, seeded by the epoch.
 
-    Levels are what a conditioned network is told: (B,) stds (per patch, or per slice for CT,
+    Levels are what a conditioned network is told: (B,) stds (per patch, true or with
+    ``noise.level_source: estimate`` the blind estimate on a window around it; per slice for CT,
     where it is the blind estimate) or (B, 1, H, W) maps (``noise.level_map: signal-dependent``).
     """
     rng = np.random.default_rng([config.seed, epoch])
@@ -223,6 +236,10 @@ def epoch_batches(
         )
         assert clean is not None
         levels = np.array([level for _, level in draws], dtype=np.float32)[sources]
+    elif config.noise.level_source == "estimate":
+        noisy, clean, levels = sample_blindly_levelled(
+            data.train_images, count, size, config.noise, rng, augment=augment
+        )
     else:
         clean, _, _ = sample_patches(data.train_images, count, size, rng, augment=augment)
         noisy, levels = add_noise(clean, config.noise, rng)
