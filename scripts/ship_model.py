@@ -21,6 +21,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from meddenoise.checkpoint import read_metadata
+from meddenoise.io.base import atomic_output, atomic_write_with
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "meddenoise" / "weights"
 
@@ -53,10 +54,10 @@ def main() -> None:
     metadata = read_metadata(arguments.checkpoint)
     with safe_metadata(arguments.checkpoint) as raw:
         raw["inference_precision"] = arguments.precision
-        save_file(
-            load_file(str(arguments.checkpoint)),
-            str(WEIGHTS / f"{arguments.name}.safetensors"),
-            metadata=raw,
+        state = load_file(str(arguments.checkpoint))
+        atomic_write_with(
+            WEIGHTS / f"{arguments.name}.safetensors",
+            lambda temporary: save_file(state, str(temporary), metadata=raw),
         )
     config = metadata.get("config", {})
     data = config.get("data", {})
@@ -116,7 +117,8 @@ def main() -> None:
             for row in rows
         ]
         lines.append("")
-    (WEIGHTS / f"{arguments.name}.md").write_text("\n".join(lines), encoding="utf-8")
+    with atomic_output(WEIGHTS / f"{arguments.name}.md") as handle:
+        handle.write("\n".join(lines).encode("utf-8"))
 
 
 if __name__ == "__main__":

@@ -443,3 +443,20 @@ def test_float_tiff_with_nan_is_not_written(tmp_path: Path) -> None:
         write_image(image, output_folder / "out.tif")
 
     assert not output_folder.exists() or os.listdir(output_folder) == []
+
+
+def test_atomic_outputs_get_the_mode_a_new_file_gets(tmp_path):
+    import os
+    import stat
+
+    from meddenoise.io.base import atomic_output, atomic_write_with
+
+    umask = os.umask(0o027)
+    try:
+        with atomic_output(tmp_path / "a.bin") as handle:
+            handle.write(b"x")
+        atomic_write_with(tmp_path / "b.bin", lambda path: path.write_bytes(b"y"))
+    finally:
+        os.umask(umask)
+    for name in ("a.bin", "b.bin"):  # not mkstemp's owner-only 0600
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640

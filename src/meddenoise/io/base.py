@@ -123,6 +123,14 @@ def refuse_overwriting_input(output: Path, inputs: list[Path]) -> None:
             raise ImageError(output, "refusing to overwrite an input file")
 
 
+def _give_default_mode(temporary: str) -> None:
+    """`mkstemp` makes files readable by their owner only; an output file should get the mode
+    any new file gets here (0666 less the umask), as if it had been written directly."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[BinaryIO]:
     """Open a temporary file beside `path`; on success move it into place with `os.replace`.
@@ -138,6 +146,7 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        _give_default_mode(temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -154,6 +163,7 @@ def atomic_write_with(path: Path, writer: Callable[[Path], object]) -> None:
     os.close(descriptor)
     try:
         writer(Path(temporary))
+        _give_default_mode(temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
