@@ -454,3 +454,29 @@ def test_blind_estimate_levels_are_what_inference_tells_the_network(tmp_path):
     ):
         with pytest.raises(ConfigError, match="estimate"):
             load_config(tiny_config(tmp_path, noise=bad))
+
+
+def test_constant_map_fraction_gives_some_poisson_gaussian_patches_one_level():
+    from meddenoise.config import NoiseConfig
+    from meddenoise.data import add_noise
+    from meddenoise.inference import blind_noise_level
+
+    ramp = np.tile(np.linspace(0.05, 0.95, 48, dtype=np.float32), (48, 1))
+    clean = np.repeat(ramp[None, None], 40, axis=0)
+    noise = NoiseConfig(
+        kind="poisson-gaussian",
+        photons_range=(100, 100),
+        level_map="signal-dependent",
+        constant_map_fraction=0.5,
+    )
+    noisy, maps = add_noise(clean, noise, np.random.default_rng(1))
+    constant = np.array([np.ptp(level) == 0 for level in maps])
+    assert 8 <= constant.sum() <= 32  # about half, drawn per patch
+    first = int(np.argmax(constant))
+    assert maps[first, 0, 0, 0] == pytest.approx(blind_noise_level(noisy[first, 0]), rel=1e-5)
+    # The others follow the intensity: brighter columns, larger std.
+    varying = maps[int(np.argmin(constant)), 0]
+    assert varying[:, -1].mean() > 2 * varying[:, 0].mean()
+    none = NoiseConfig(kind="poisson-gaussian", level_map="signal-dependent")
+    _, maps = add_noise(clean, none, np.random.default_rng(1))
+    assert all(np.ptp(level) > 0 for level in maps)

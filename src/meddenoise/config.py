@@ -63,6 +63,14 @@ class NoiseConfig(Strict):
         "a per-pixel std map read from the smoothed noisy patch (signal-dependent: "
         "Poisson-Gaussian noise varies with intensity; inference fits the map blind)",
     )
+    constant_map_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="level_map signal-dependent: the fraction of Poisson-Gaussian patches told "
+        "one level, the blind scalar estimate, instead of a map, as inference tells images too "
+        "small for the Poisson-Gaussian fit",
+    )
     level_source: Literal["true", "estimate"] = Field(
         "true",
         description="the scalar level conditioned networks are told in training: the true std "

@@ -267,7 +267,8 @@ def add_noise(
     levels are (N,) noise stds (for Poisson-Gaussian, at the patch's mean intensity), or with
     ``noise.level_map == "signal-dependent"`` (N, 1, H, W) maps: constant for Gaussian noise, and
     for Poisson-Gaussian the std read from the smoothed noisy patch with the true parameters, as
-    inference reads it with fitted ones (`meddenoise.estimate.poisson_gaussian_std_map`).
+    inference reads it with fitted ones (`meddenoise.estimate.poisson_gaussian_std_map`), or for
+    a ``noise.constant_map_fraction`` of them the blind scalar estimate inference falls back to.
     """
     from meddenoise.estimate import poisson_gaussian_std_map
     from meddenoise.noise import PoissonGaussianNoise
@@ -288,7 +289,16 @@ def add_noise(
             photons = float(np.exp(rng.uniform(*np.log(noise.photons_range))))
             read_noise = rng.uniform(*noise.read_noise_range)
             noisy[index] = PoissonGaussianNoise(photons=photons, read_noise=read_noise)(patch, rng)
-            if maps:
+            if (
+                maps
+                and noise.constant_map_fraction > 0
+                and (rng.random() < noise.constant_map_fraction)
+            ):
+                # What inference falls back to where the image is too small to fit a map.
+                from meddenoise.inference import blind_noise_level
+
+                levels[index, 0] = blind_noise_level(noisy[index].mean(axis=0))
+            elif maps:
                 levels[index, 0] = poisson_gaussian_std_map(
                     noisy[index].mean(axis=0), 1.0 / photons, read_noise
                 )
