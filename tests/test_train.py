@@ -480,3 +480,21 @@ def test_constant_map_fraction_gives_some_poisson_gaussian_patches_one_level():
     none = NoiseConfig(kind="poisson-gaussian", level_map="signal-dependent")
     _, maps = add_noise(clean, none, np.random.default_rng(1))
     assert all(np.ptp(level) > 0 for level in maps)
+
+
+def test_malformed_training_dicom_warns_once_in_the_log_not_per_element(caplog):
+    import logging
+    import warnings
+
+    from meddenoise.config import DataConfig
+    from meddenoise.data import load_images
+
+    entry = "pydicom:bad_sequence.dcm"  # dozens of over-long UIDs: pydicom warns for each
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        images = load_images([entry], DataConfig(train=[entry]))
+    assert len(images) == 1
+    assert not caught
+    lines = [record for record in caplog.records if "reader warnings" in record.getMessage()]
+    assert len(lines) == 1 and lines[0].name == "meddenoise.data"
+    assert not [record for record in caplog.records if record.name.startswith("pydicom")]

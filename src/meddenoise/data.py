@@ -14,6 +14,7 @@ dropped.  Images come in as float32 arrays (H, W, C) with C = 1 or 3.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from meddenoise.config import DataConfig, NoiseConfig
 from meddenoise.intensity import IntensityMapping, percentile_range
-from meddenoise.io import ImageError, read_image
+from meddenoise.io import Image, ImageError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,17 @@ def _files(entry: str) -> list[Path]:
     return matches
 
 
+def _read_quietly(path: Path) -> Image:
+    """`read_image` with pydicom's logger (it logs what it warns) held at ERROR meanwhile."""
+    pydicom_logger = logging.getLogger("pydicom")
+    level = pydicom_logger.level
+    pydicom_logger.setLevel(logging.ERROR)
+    try:
+        return read_image(path)
+    finally:
+        pydicom_logger.setLevel(level)
+
+
 def _planes(array: np.ndarray, layout: str) -> list[np.ndarray]:
     """2-D (H, W) or (H, W, 3) planes of an array of any layout."""
     if layout in ("grey", "colour"):
@@ -136,9 +148,20 @@ def load_images(entries: list[str], data: DataConfig) -> list[np.ndarray]:
             sources = []
             for path in [packaged] if isinstance(packaged, Path) else _files(entry):
                 try:
-                    image = read_image(path)
+                    with warnings.catch_warnings(record=True) as caught:
+                        # pydicom warns once per malformed element (bad_sequence.dcm: dozens of
+                        # over-long UIDs) and would bury the training log: one line instead.
+                        warnings.simplefilter("always")
+                        image = _read_quietly(path)
                 except ImageError as error:
                     raise DataError(str(error)) from None
+                if caught:
+                    logger.info(
+                        "%s: %d reader warnings (first: %s)",
+                        path.name,
+                        len(caught),
+                        caught[0].message,
+                    )
                 sources.append((str(path), image.array, image.meta.layout))
         for name, array, layout in sources:
             for plane in _planes(array, layout):
