@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--slice", default="J2K_pixelrep_mismatch.dcm")
     parser.add_argument("--baselines", nargs="*", default=[])
     parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument(
+        "--spacing", type=float, help="simulate at this pixel spacing (mm) instead of the file's"
+    )
     arguments = parser.parse_args()
     from pydicom.data import get_testdata_file
 
@@ -43,7 +46,7 @@ def main() -> None:
     if path is None:
         raise SystemExit(f"{arguments.slice}: not installed")
     image = read_image(Path(path))
-    spacing = pixel_spacing_mm(image) or 1.0
+    spacing = arguments.spacing or pixel_spacing_mm(image) or 1.0
     clean = np.clip(IntensityMapping.from_window(0.0, 2000.0).to_unit(image.array), 0, 1)
     clean = clean.astype(np.float32)
     methods = {
