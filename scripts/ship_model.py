@@ -17,7 +17,9 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from meddenoise.checkpoint import read_metadata
@@ -42,6 +44,20 @@ def safe_metadata(path: Path) -> Iterator[dict[str, str]]:
         yield dict(handle.metadata() or {})
 
 
+def _same_weights(path: Path, state: dict[str, Any], metadata: dict[str, str]) -> bool:
+    """Whether `path` already holds exactly these tensors and this metadata."""
+    if not path.is_file():
+        return False
+    with safe_metadata(path) as existing:
+        if existing != metadata:
+            return False
+    shipped = load_file(str(path))
+    return shipped.keys() == state.keys() and all(
+        shipped[name].dtype == state[name].dtype and torch.equal(shipped[name], state[name])
+        for name in state
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint", type=Path)
@@ -55,10 +71,13 @@ def main() -> None:
     with safe_metadata(arguments.checkpoint) as raw:
         raw["inference_precision"] = arguments.precision
         state = load_file(str(arguments.checkpoint))
-        atomic_write_with(
-            WEIGHTS / f"{arguments.name}.safetensors",
-            lambda temporary: save_file(state, str(temporary), metadata=raw),
-        )
+        target = WEIGHTS / f"{arguments.name}.safetensors"
+        # safetensors writes metadata in no fixed key order: rewriting the same weights would
+        # give git a new 16 MB blob when only the card changes.
+        if not _same_weights(target, state, raw):
+            atomic_write_with(
+                target, lambda temporary: save_file(state, str(temporary), metadata=raw)
+            )
     config = metadata.get("config", {})
     data = config.get("data", {})
     sources = sorted({entry.split(":", 1)[0] for entry in data.get("train", []) if ":" in entry})
