@@ -126,9 +126,22 @@ def refuse_overwriting_input(output: Path, inputs: list[Path]) -> None:
 def _give_default_mode(temporary: str) -> None:
     """`mkstemp` makes files readable by their owner only; an output file should get the mode
     any new file gets here (0666 less the umask), as if it had been written directly."""
+    os.chmod(temporary, 0o666 & ~_current_umask())
+
+
+def _current_umask() -> int:
+    # Linux reports it without changing it; setting and restoring it (the portable way) leaves a
+    # moment in which another thread's new files would get the wrong mode.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     umask = os.umask(0o022)
     os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
+    return umask
 
 
 @contextlib.contextmanager
