@@ -200,10 +200,10 @@ def oracle_denoiser(method: str, case: Case) -> Denoiser:
     return make_denoiser(method, sigma=case.sigma)
 
 
-def neural_denoiser(method: str, *, colour: bool = False) -> Denoiser:
+def neural_denoiser(method: str, *, colour: bool = False, precision: str = "auto") -> Denoiser:
     from meddenoise.pipeline import make_method
 
-    return make_method(method, sigma=None, colour=colour)
+    return make_method(method, sigma=None, colour=colour, precision=precision)
 
 
 @dataclass
@@ -283,12 +283,21 @@ def run_quality(
 
 
 def time_method(
-    method: str, image: np.ndarray, *, repeats: int = 1, sigma: float = 25 / 255
+    method: str,
+    image: np.ndarray,
+    *,
+    repeats: int = 1,
+    sigma: float = 25 / 255,
+    precision: str = "auto",
 ) -> float:
     """Best-of-`repeats` seconds to denoise `image` (classical methods given `sigma`)."""
     from meddenoise.classical import make_denoiser
 
-    denoiser = neural_denoiser(method) if is_neural(method) else make_denoiser(method, sigma=sigma)
+    denoiser = (
+        neural_denoiser(method, precision=precision)
+        if is_neural(method)
+        else make_denoiser(method, sigma=sigma)
+    )
     denoiser(image[:64, :64])  # warm-up: imports, thread pools, first-call allocations
     best = float("inf")
     for _ in range(repeats):
@@ -357,51 +366,179 @@ def write_csv(path: Path, rows: list[Row]) -> None:
     atomic_write_with(path, write)
 
 
-SPEED_SCRIPT = """
-import resource, sys, time, numpy as np
-from meddenoise.benchmark import TEST_IMAGES, load_test_image, time_method
-from skimage.transform import resize
-image = load_test_image(TEST_IMAGES[0])
-big = np.clip(resize(image, (2048, 2048), order=1), 0, 1).astype(np.float32)
-seconds = time_method(sys.argv[1], big)
-print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
+# How users' CPUs run: no AVX-512 and no native bf16 (torch's kernels and oneDNN capped at AVX2;
+# OpenBLAS, which BM3D's numpy and scipy use, on its Haswell kernels).
+AVX2_ENVIRONMENT = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+
+
+def cpu_description() -> dict[str, object]:
+    """What this process's torch runs on: its kernel capability and whether bf16 is native."""
+    import os
+
+    import torch
+
+    from meddenoise.inference import bf16_supported
+
+    capped = os.environ.get("ATEN_CPU_CAPABILITY") == "avx2"
+    return {
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        # Capped to AVX2, oneDNN cannot use AVX512-BF16 even where the silicon has it.
+        "native_bf16": bf16_supported("cpu") and not capped,
+    }
+
+
+def speed_case() -> np.ndarray:
+    """The 512 x 512 CT head slice with Gaussian noise sigma 25 / 255: every speed row's input."""
+    ct = load_test_image(TEST_IMAGES[1])
+    return GaussianNoise(sigma=25 / 255)(ct, np.random.default_rng(0))
+
+
+@dataclass
+class Timings:
+    """Seconds for the 512² speed case per method, measured in one process on one CPU setting."""
+
+    seconds: dict[str, float]
+    precision: str  # what the networks ran at
+    capability: str
+    native_bf16: bool
+
+
+def time_methods(methods: list[str], *, precision: str = "auto", repeats: int = 3) -> Timings:
+    """Time every method on the speed case in this process ("auto": bf16 only where native)."""
+    noisy = speed_case()
+    cpu = cpu_description()
+    if precision == "auto":
+        precision = "bf16" if cpu["native_bf16"] else "fp32"
+    seconds = {
+        method: time_method(method, noisy, repeats=repeats, precision=precision)
+        for method in methods
+    }
+    return Timings(seconds, precision, str(cpu["capability"]), bool(cpu["native_bf16"]))
+
+
+def time_large(method: str) -> tuple[float, float]:
+    """(seconds, peak RSS in GiB) for a 2048² radiograph; run in a fresh process for the RSS."""
+    import resource
+
+    from skimage.transform import resize
+
+    image = load_test_image(TEST_IMAGES[0])
+    big = np.clip(resize(image, (2048, 2048), order=1), 0, 1).astype(np.float32)
+    seconds = time_method(method, big)
+    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _run_module(arguments: list[str], environment: dict[str, str] | None = None) -> object:
+    """`python -m meddenoise.benchmark ARGUMENTS` in a fresh process; its JSON answer."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    output = subprocess.run(
+        [sys.executable, "-m", "meddenoise.benchmark", *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(environment or {})},
+    )
+    if output.returncode != 0:
+        raise RuntimeError(f"speed subprocess failed: {output.stderr.strip()[-500:]}")
+    return json.loads(output.stdout.strip().splitlines()[-1])
 
 
 @dataclass
 class SpeedResult:
+    """One speed row: a method at one precision on one CPU setting, BM3D timed beside it."""
+
     method: str
     seconds_512: float
     ratio_to_bm3d: float | None
     seconds_2048: float | None = None
     peak_rss_gib_2048: float | None = None
+    setting: str = "native"  # "native" or "AVX2 (capped)"
+    precision: str = "fp32"
+    capability: str = ""
+    native_bf16: bool = False
 
 
 def run_speed(methods: list[str], *, large: bool = True, repeats: int = 3) -> list[SpeedResult]:
-    """512 x 512 seconds per method (BM3D in the same process, as the reference), and for neural
-    methods the 2048 x 2048 radiograph's seconds and peak RSS in a fresh process."""
-    import subprocess
-    import sys
+    """512 x 512 seconds per method with BM3D timed in the same process as the reference.
 
-    ct = load_test_image(TEST_IMAGES[1])  # the 512 x 512 CT slice
-    noisy = GaussianNoise(sigma=25 / 255)(ct, np.random.default_rng(0))
+    Rows: every method natively (networks at "auto": bf16 where native); networks again in fp32
+    when auto chose bf16; and, in a subprocess capped to AVX2 (`AVX2_ENVIRONMENT`), networks in
+    fp32 next to BM3D capped the same way: the speed most users' CPUs see.  For networks the
+    2048 x 2048 radiograph's seconds and peak RSS come from a fresh process.
+    """
     methods = [method for method in methods if method != "rgb"]  # grey images are timed
-    timings = {method: time_method(method, noisy, repeats=repeats) for method in methods}
-    reference = timings.get("bm3d")
-    results = []
-    for method in methods:
-        result = SpeedResult(
-            method, timings[method], None if reference is None else timings[method] / reference
-        )
-        if large and is_neural(method):
-            output = subprocess.run(
-                [sys.executable, "-c", SPEED_SCRIPT, method],
-                capture_output=True,
-                text=True,
-                check=True,
+    neural = [method for method in methods if is_neural(method)]
+    results: list[SpeedResult] = []
+
+    def add(timings: Timings, names: list[str], setting: str) -> None:
+        reference = timings.seconds.get("bm3d")
+        for method in names:
+            seconds = timings.seconds[method]
+            results.append(
+                SpeedResult(
+                    method,
+                    seconds,
+                    None if reference is None else seconds / reference,
+                    setting=setting,
+                    precision=timings.precision if method in neural else "fp32",
+                    capability=timings.capability,
+                    native_bf16=timings.native_bf16,
+                )
             )
-            seconds, peak = output.stdout.split()[-2:]
-            result.seconds_2048 = float(seconds)
-            result.peak_rss_gib_2048 = int(peak) / 2**20
-        results.append(result)
+
+    native = time_methods(methods, repeats=repeats)
+    add(native, methods, "native")
+    if large:
+        for result in results[: len(methods)]:
+            if result.method in neural:
+                seconds, peak = _run_module(["large", result.method])  # type: ignore[misc]
+                result.seconds_2048, result.peak_rss_gib_2048 = float(seconds), float(peak)
+    if neural and native.precision == "bf16":
+        fp32 = time_methods(neural, precision="fp32", repeats=repeats)
+        if "bm3d" in native.seconds:  # the same process's BM3D stays the reference
+            fp32.seconds["bm3d"] = native.seconds["bm3d"]
+        add(fp32, neural, "native")
+    if neural:
+        reference = ["bm3d"] if "bm3d" in methods else []
+        answer = _run_module(
+            ["speed", "--precision", "fp32", "--repeats", str(repeats), *neural, *reference],
+            AVX2_ENVIRONMENT,
+        )
+        add(Timings(**answer), neural, "AVX2 (capped)")  # type: ignore[arg-type]
     return results
+
+
+def main(arguments: list[str] | None = None) -> None:
+    """``python -m meddenoise.benchmark speed|large ...``: the fresh processes `run_speed` needs."""
+    import argparse
+    import dataclasses
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m meddenoise.benchmark")
+    commands = parser.add_subparsers(dest="command", required=True)
+    speed = commands.add_parser("speed", help="time methods on the 512² case, print JSON")
+    speed.add_argument("methods", nargs="+")
+    speed.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    speed.add_argument("--repeats", type=int, default=3)
+    large_parser = commands.add_parser("large", help="time one method on 2048², print JSON")
+    large_parser.add_argument("method")
+    parsed = parser.parse_args(arguments)
+    if parsed.command == "speed":
+        answer: object = dataclasses.asdict(
+            time_methods(parsed.methods, precision=parsed.precision, repeats=parsed.repeats)
+        )
+    else:
+        answer = list(time_large(parsed.method))
+    print(json.dumps(answer))
+
+
+if __name__ == "__main__":
+    main()

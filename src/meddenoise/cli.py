@@ -15,6 +15,7 @@ import numpy as np
 import typer
 
 from meddenoise.io import DEFAULT_MAX_PIXELS, ImageError, read_image, write_image
+from meddenoise.types import Denoiser
 
 app = typer.Typer(
     name="meddenoise",
@@ -206,15 +207,39 @@ def denoise(
     ] = 0.0,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     window: Window = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Network arithmetic: auto (bf16 only where the CPU or GPU runs it natively), "
+            "fp32 or bf16."
+        ),
+    ] = "auto",
 ) -> None:
     """Denoise files or folders; outputs keep their format and file name under OUTPUT."""
     from meddenoise.pipeline import denoise_image, make_method
 
     if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
         raise typer.BadParameter("must be >= 0", param_hint="--sigma")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise typer.BadParameter("must be auto, fp32 or bf16", param_hint="--precision")
     parsed_window = _parse_window(window)
+    # One denoiser per kind of image for the whole batch: a network is loaded once, not per file.
+    denoisers: dict[bool, Denoiser] = {}
+
+    def denoiser_for(colour: bool) -> Denoiser:
+        if colour not in denoisers:
+            denoisers[colour] = make_method(
+                method,
+                sigma=None if sigma is None else sigma / 255.0,
+                colour=colour,
+                photons=photons,
+                read_noise=read_noise,
+                precision=precision,
+            )
+        return denoisers[colour]
+
     try:
-        make_method(method, sigma=None, colour=False, photons=photons, read_noise=read_noise)
+        denoiser_for(False)  # an unknown method or unreadable checkpoint fails before any file
     except ValueError as error:
         _fail(str(error))
         raise typer.Exit(code=2) from None
@@ -222,13 +247,7 @@ def denoise(
 
     def work(job: Job) -> int:
         image = read_image(job.source, max_pixels=max_pixels, window=parsed_window)
-        denoiser = make_method(
-            method,
-            sigma=None if sigma is None else sigma / 255.0,
-            colour=image.meta.layout in ("colour", "colour_frames"),
-            photons=photons,
-            read_noise=read_noise,
-        )
+        denoiser = denoiser_for(image.meta.layout in ("colour", "colour_frames"))
         return write_image(denoise_image(image, denoiser), job.output).clipped
 
     _process_batch(jobs, problems, work, verb="denoised", outdir=outdir)

@@ -15,6 +15,7 @@ matches the whole-image result.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ import torch
 from torch import nn
 
 from meddenoise.types import FloatArray, layout_of
+
+logger = logging.getLogger(__name__)
 
 # The blind noise estimate looks at this many pixels at most (four windows spread over a larger
 # image): enough patches for the PCA estimator, and its cost stays that of a 512² image, so large
@@ -193,12 +196,51 @@ def tiled_apply(
     return output / total_weight.clamp_min(1e-12)
 
 
-def bf16_supported() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (AVX-512 BF16 / AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether `device` runs bf16 natively, so autocast to bf16 is a speed-up and not a slow-down.
+
+    On a CPU only the AVX512-BF16 instructions or AMX tiles make bf16 convolutions fast; every
+    other CPU (AVX2 laptops, AVX-512 Skylake and Cascade Lake servers) emulates bf16 at about ten
+    times the fp32 cost.  oneDNN's own ``_is_mkldnn_bf16_supported`` answers true on AVX-512
+    without BF16, so it is not asked.  On CUDA, the device's own bf16 support decides.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
         return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for check in checks:
+        probe = getattr(torch.cpu, check, None)
+        try:
+            if probe is not None and bool(probe()):
+                return True
+        except RuntimeError:
+            continue
+    return False
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(requested: str, device: torch.device | str = "cpu") -> str:
+    """The precision to run: "bf16" only where `device` runs it natively, otherwise "fp32".
+
+    "auto" picks bf16 where native; "bf16" asked for on a device that would emulate it falls
+    back to fp32 with a warning (emulated bf16 is both slower and less exact).
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested == "fp32":
+        return "fp32"
+    if bf16_supported(device):
+        return "bf16"
+    if requested == "bf16":
+        logger.warning(
+            "bf16 asked for, but %s has no native bf16 (AVX512-BF16 or AMX); running fp32",
+            torch.device(device).type,
+        )
+    return "fp32"
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -226,8 +268,9 @@ class NeuralDenoiser:
     - `sigma`: the noise level for conditioned networks; None estimates it from each image.
     - `level_map`: "scalar" (one estimated std per image) or "signal-dependent" (for networks
       trained on per-pixel maps: a Poisson-Gaussian fit gives grey images a per-pixel std map).
-    - `precision`: "fp32", "bf16" or "auto" (bf16 where the CPU supports it natively; its cost
-      against fp32 is measured in docs/models.md).
+    - `precision`: "auto" (the default: bf16 where the device runs it natively, fp32 elsewhere),
+      "fp32", or "bf16" (still fp32 where bf16 would be emulated; see `resolve_precision`).  Its
+      cost against fp32 is measured in docs/models.md.
     - Grey networks denoise colour images channel by channel; colour networks see a grey image as
       three equal channels (and return their mean); volumes go slice by slice.
     """
@@ -237,7 +280,7 @@ class NeuralDenoiser:
     sigma: float | None = None
     tiling: TilingOptions = field(default_factory=TilingOptions)
     level_map: str = "scalar"
-    precision: str = "fp32"
+    precision: str = "auto"
     device: str | None = None
     description: dict[str, Any] = field(default_factory=dict)
 
@@ -246,13 +289,8 @@ class NeuralDenoiser:
             raise ValueError(
                 f"level_map must be scalar or signal-dependent, got {self.level_map!r}"
             )
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
         self._device = pick_device(self.device)
-        resolved = self.precision
-        if resolved == "auto":
-            resolved = "bf16" if self._device.type == "cpu" and bf16_supported() else "fp32"
-        self._precision = resolved
+        self._precision = resolve_precision(self.precision, self._device)
         self.network = self.network.to(self._device).eval()
         if self._device.type == "cpu":
             self.network = self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

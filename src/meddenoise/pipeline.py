@@ -69,47 +69,50 @@ def make_method(
     colour: bool,
     photons: float | None = None,
     read_noise: float = 0.0,
+    precision: str = "auto",
 ) -> Denoiser:
     """Build the denoiser named `method` (or stored at that checkpoint path) for one image.
 
     `sigma` is the noise standard deviation in [0, 1] units, None to estimate it.  For
     signal-dependent (X-ray) noise give `photons` at full scale and `read_noise` (std in [0, 1]
     units): the method then runs inside a generalised Anscombe transform, and `sigma` is unused.
+    `precision` ("auto", "fp32", "bf16") applies to networks; see `inference.resolve_precision`.
     """
     from meddenoise.classical import METHODS, GeneralizedAnscombe, make_denoiser
 
     if photons is not None:
         if not (np.isfinite(photons) and photons > 0):
             raise ValueError(f"photons must be a positive number, got {photons}")
-        inner = make_method(method, sigma=None, colour=colour)
+        inner = make_method(method, sigma=None, colour=colour, precision=precision)
         return GeneralizedAnscombe(inner=inner, gain=1.0 / photons, sigma=read_noise)
 
     name = os.fspath(method)
     if name == "default":
         shipped = shipped_weights("rgb" if colour else "default")
         if shipped is not None:
-            return load_neural_denoiser(shipped, sigma=sigma)
+            return load_neural_denoiser(shipped, sigma=sigma, precision=precision)
         name = DEFAULT_COLOUR_METHOD if colour else DEFAULT_GREY_METHOD
     if name in SHIPPED_WEIGHTS:
         shipped = shipped_weights(name)
         if shipped is None:
             raise ValueError(f"method {name!r} has no shipped weights in this version")
-        return load_neural_denoiser(shipped, sigma=sigma)
+        return load_neural_denoiser(shipped, sigma=sigma, precision=precision)
     if name in METHODS:
         return make_denoiser(name, sigma=sigma)
     if Path(name).suffix == ".safetensors" or Path(name).is_file():
-        return load_neural_denoiser(Path(name), sigma=sigma)
+        return load_neural_denoiser(Path(name), sigma=sigma, precision=precision)
     installed = [name for name in SHIPPED_WEIGHTS if name != "default" and shipped_weights(name)]
     known = ", ".join(["default", *installed, *METHODS])
     raise ValueError(f"unknown method {name!r}; known methods: {known}")
 
 
 def load_neural_denoiser(
-    path: Path, *, sigma: float | None = None, precision: str | None = None
+    path: Path, *, sigma: float | None = None, precision: str = "auto"
 ) -> Denoiser:
     """A `NeuralDenoiser` from a checkpoint file (safetensors; never unpickled).
 
-    `precision` None takes the checkpoint's recorded inference precision (fp32 if none).
+    `precision` is decided by the machine, not the file: "auto" runs bf16 only where the device
+    runs it natively (a model card records which precisions were validated and what bf16 costs).
     """
     from meddenoise.checkpoint import CheckpointError, load_checkpoint
     from meddenoise.inference import NeuralDenoiser
@@ -120,9 +123,6 @@ def load_neural_denoiser(
         checkpoint = load_checkpoint(path)
     except CheckpointError as error:
         raise ValueError(str(error)) from None
-    # A shipped model's card decides bf16 (used only where it costs < 0.02 dB on validation).
-    if precision is None:
-        precision = str(checkpoint.metadata.get("inference_precision", "fp32"))
     # A network trained on per-pixel maps of signal-dependent noise gets one at inference too.
     config = checkpoint.metadata.get("config")
     noise = config.get("noise") if isinstance(config, dict) else None
@@ -132,7 +132,7 @@ def load_neural_denoiser(
         name=checkpoint.model,
         sigma=sigma,
         level_map="signal-dependent" if level_map == "signal-dependent" else "scalar",
-        precision=precision if precision in ("fp32", "bf16") else "fp32",
+        precision=precision,
         description={"checkpoint": path.name, "model": checkpoint.model},
     )
 
@@ -145,13 +145,18 @@ def _check_unit_array(image: np.ndarray) -> None:
 
 
 def denoise(
-    image: FloatArray, *, method: str | os.PathLike[str] = "default", sigma: float | None = None
+    image: FloatArray,
+    *,
+    method: str | os.PathLike[str] = "default",
+    sigma: float | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Denoise a float image in [0, 1].
 
     image : (H, W) grey, (H, W, 3) colour or (D, H, W) volume, float in [0, 1].
-    method : a name from `list_methods()` (or a checkpoint path, once neural models are present).
+    method : a name from `list_methods()` or a checkpoint path.
     sigma : noise standard deviation in the same [0, 1] units; None estimates it.
+    precision : "auto" (bf16 only where the CPU or GPU runs it natively), "fp32" or "bf16".
     Returns float32 of the same shape.
     """
     array = np.asarray(image)
@@ -159,7 +164,7 @@ def denoise(
     layout = layout_of(array)
     if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
-    denoiser = make_method(method, sigma=sigma, colour=layout == "colour")
+    denoiser = make_method(method, sigma=sigma, colour=layout == "colour", precision=precision)
     return np.asarray(denoiser(array.astype(np.float32, copy=False)), dtype=np.float32)
 
 

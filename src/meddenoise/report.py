@@ -167,7 +167,10 @@ def write_benchmark_report(
 
     if speed:
         figure, axis = plt.subplots(figsize=(6, 3))
-        axis.barh([result.method for result in speed], [result.seconds_512 for result in speed])
+        axis.barh(
+            [f"{result.method} {result.precision} {result.setting}" for result in speed],
+            [result.seconds_512 for result in speed],
+        )
         axis.set_xscale("log")
         axis.set_xlabel("seconds for 512 x 512 (log scale)")
         figure.tight_layout()
@@ -199,6 +202,7 @@ def write_benchmark_report(
         "",
         f"- Date and machine: {machine}",
         f"- Command: `{command}`",
+        f"- Versions: {', '.join(f'{name} {version}' for name, version in package_versions())}",
         "",
         "## Protocol",
         "",
@@ -223,6 +227,10 @@ def write_benchmark_report(
         speed_rows = [
             [
                 result.method,
+                result.setting,
+                result.capability,
+                "yes" if result.native_bf16 else "no",
+                result.precision,
                 result.seconds_512,
                 "" if result.ratio_to_bm3d is None else f"1/{1 / result.ratio_to_bm3d:.1f}",
                 "" if result.seconds_2048 is None else result.seconds_2048,
@@ -236,9 +244,19 @@ def write_benchmark_report(
         lines += [
             "## Speed",
             "",
+            "512² CT slice, Gaussian sigma 25, best of the repeats; each row's BM3D reference ran "
+            "in the same process and CPU setting. `native`: this CPU as it is (networks at "
+            "`auto`, bf16 only where native, then fp32); `AVX2 (capped)`: a subprocess with "
+            "`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell`, as "
+            "on most laptops' CPUs, networks in fp32.",
+            "",
             markdown_table(
                 [
                     "method",
+                    "CPU setting",
+                    "torch capability",
+                    "native bf16",
+                    "precision",
                     "512² seconds",
                     "time / BM3D time",
                     "2048² seconds",
@@ -269,6 +287,28 @@ def write_benchmark_report(
     path = output / "benchmark.md"
     write_text(path, "\n".join(lines))
     return path
+
+
+def package_versions() -> list[tuple[str, str]]:
+    """The installed versions of the packages the numbers depend on (constraints.txt pins them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in (
+        "meddenoise",
+        "numpy",
+        "scipy",
+        "scikit-image",
+        "PyWavelets",
+        "pydicom",
+        "torch",
+        "bm3d",
+    ):
+        try:
+            found.append((name, version(name)))
+        except PackageNotFoundError:
+            found.append((name, "not installed"))
+    return found
 
 
 def _save_grid(path: Path, panels: Sequence[tuple[str, np.ndarray]], *, columns: int) -> None:
