@@ -18,7 +18,8 @@ from typer.testing import CliRunner, Result
 
 from meddenoise.cli import NOISE_CHOICES, app
 from meddenoise.io import read_image
-from meddenoise.pipeline import denoise, list_methods
+from meddenoise.methods import list_methods
+from meddenoise.pipeline import denoise
 
 from .conftest import data_file, file_digest
 
@@ -336,15 +337,28 @@ def test_output_option_is_required(tmp_path: Path) -> None:
 
 
 def test_window_option_is_applied(tmp_path: Path) -> None:
+    # The window sets the [0, 1] mapping the method works in. Total variation (weight = sigma in
+    # [0, 1] units) smooths the same values differently under another mapping, so its output
+    # shows whether --window reached it; identity would give the input back either way.
+    from meddenoise.io import write_image
+    from meddenoise.methods import resolve
+    from meddenoise.pipeline import denoise_image
+
     source = tmp_path / "scan.png"
     grey16(source)
-
-    result = run(
-        "denoise", source, "-o", tmp_path / "out", "-m", "identity", "--window", "20000,30000"
+    for name, options in (("windowed", ["--window", "20000,10000"]), ("plain", [])):
+        result = run(
+            "denoise", source, "-o", tmp_path / name, "-m", "tv", "--sigma", "20", *options
+        )
+        assert result.exit_code == 0, result.output
+    windowed = read_image(tmp_path / "windowed" / "scan.png").array
+    expected = denoise_image(
+        read_image(source, window=(20000, 10000)), resolve("tv", sigma=20 / 255)
     )
+    write_image(expected, tmp_path / "expected.png")
 
-    assert result.exit_code == 0, result.output
-    assert np.array_equal(read_image(tmp_path / "out" / "scan.png").array, read_image(source).array)
+    assert np.array_equal(windowed, read_image(tmp_path / "expected.png").array)
+    assert not np.array_equal(windowed, read_image(tmp_path / "plain" / "scan.png").array)
 
 
 # --- simulate ---
@@ -352,7 +366,7 @@ def test_window_option_is_applied(tmp_path: Path) -> None:
 NOISE_OPTIONS = {
     "gaussian": ["--sigma", "10"],
     "poisson": ["--photons", "200"],
-    "poisson-gaussian": ["--photons", "200", "--read-noise", "0.01"],
+    "poisson-gaussian": ["--photons", "200", "--read-noise", "2.55"],
     "low-dose-ct": ["--dose-fraction", "0.25"],
     "speckle": ["--sigma", "10"],
     "salt-and-pepper": ["--amount", "0.05"],
@@ -684,7 +698,7 @@ def test_denoise_signal_dependent_noise_through_the_anscombe_transform(tmp_path:
         "--photons",
         "200",
         "--read-noise",
-        "0.01",
+        "2.55",
     )
 
     assert result.exit_code == 0, result.output

@@ -8,7 +8,7 @@ import pydicom
 from typer.testing import CliRunner
 
 from meddenoise.cli import app
-from meddenoise.pipeline import shipped_weights
+from meddenoise.methods import shipped_weights
 
 from .conftest import data_file
 

@@ -113,7 +113,9 @@ def test_bf16_stays_close_to_fp32():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dncnn", "cond_unet"])
-def test_4096_squared_radiograph_peak_memory_under_3_gb(name):
+def test_4096_squared_radiograph_peak_memory_under_1_gib(name):
+    """The README's promise: a 4096² radiograph is denoised in under 1 GB of memory.  Peak
+    resident memory of a fresh process (torch itself included), so what a user would see."""
     script = textwrap.dedent(
         f"""
         import resource, numpy as np, torch
@@ -129,7 +131,7 @@ def test_4096_squared_radiograph_peak_memory_under_3_gb(name):
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     peak_gib = int(output.stdout.split()[-1]) / 2**20
-    assert peak_gib < 3.0, peak_gib
+    assert peak_gib < 1.0, peak_gib  # ru_maxrss is in KiB on Linux
 
 
 @pytest.mark.parametrize(
@@ -149,8 +151,7 @@ def test_balanced_tiles_need_no_more_tiles_and_no_larger_ones(length, tile, over
 
 
 def test_estimate_windows_keep_the_budget_and_the_noise_level():
-    from meddenoise.estimate import estimate_sigma
-    from meddenoise.inference import ESTIMATE_PIXELS, estimate_windows
+    from meddenoise.estimate import ESTIMATE_PIXELS, estimate_sigma, estimate_windows
 
     rng = np.random.default_rng(3)
     small = rng.normal(0.5, 0.05, (300, 400))
@@ -214,13 +215,34 @@ def test_signal_dependent_inference_copes_with_small_and_thin_images(shape):
     network = build_model("cond_unet", widths=(8, 16), blocks=(1, 1)).eval()
     denoiser = NeuralDenoiser(network, level_map="signal-dependent", precision="fp32")
     image = np.random.default_rng(5).random(shape).astype(np.float32)
-    if image.size > 1_000_000:  # the thin giants: only the estimate matters here
-        from meddenoise.estimate import estimate_sigma
-        from meddenoise.inference import estimate_windows
-
-        windows = estimate_windows(image)
-        assert windows.ndim == 2 and windows.size <= 512 * 512
-        assert estimate_sigma(windows) > 0
-        return
     result = denoiser(image)
     assert result.shape == shape and np.all(np.isfinite(result))
+
+
+@pytest.mark.parametrize("shape", [(2, 600_000), (200_000, 6)])
+def test_thin_giants_are_estimated_on_their_middle_within_the_budget(shape):
+    """Over a million pixels in a strip too thin for four quadrant windows: the blind estimate
+    reads the middle of the strip, no more than ESTIMATE_PIXELS of it, and still finds the noise.
+    (Denoising a whole strip is the test above's business, at a size that runs quickly.)"""
+    from meddenoise.estimate import ESTIMATE_PIXELS, estimate_sigma, estimate_windows
+
+    along = 1 if shape[0] < shape[1] else 0  # the strip's long axis
+    length = shape[along]
+    position = np.arange(length, dtype=np.float64)
+    position = np.broadcast_to(position[None, :] if along else position[:, None], shape)
+    image = (0.2 + 0.6 * position / length).astype(np.float32)
+    image += np.random.default_rng(5).normal(0, 0.05, shape).astype(np.float32)
+    assert image.size > 1_000_000
+
+    windows = estimate_windows(image)
+    where = estimate_windows(position)  # the same cut of an image that holds its own positions
+
+    short = shape[1 - along]
+    assert windows.ndim == 2 and ESTIMATE_PIXELS - short < windows.size <= ESTIMATE_PIXELS
+    first, last = int(where.min()), int(where.max())
+    assert np.array_equal(
+        where, position[:, first : last + 1] if along else position[first : last + 1]
+    )
+    assert abs(first - (length - 1 - last)) <= 1  # the middle: as much left out on each side
+    # Two- and six-pixel strips give few patches, yet the estimate is within 15 % of 0.05.
+    assert estimate_sigma(windows) == pytest.approx(0.05, rel=0.15)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -134,14 +136,133 @@ def test_derived_image_attributes(tmp_path):
         assert len(uid) <= 64 and re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid)
 
 
-def test_new_uids_are_unique_across_fast_runs(tmp_path):
+# --- derived UIDs: computed from the source and the settings, never random ---
+
+UID_PATTERN = re.compile(r"2\.25\.(0|[1-9][0-9]*)")
+
+
+def derived_uids(path: Path) -> tuple[str, str]:
+    written = pydicom.dcmread(path)
+    return written.SeriesInstanceUID, written.SOPInstanceUID
+
+
+def write_derived(
+    source: Path, output: Path, *, method="median", parameters=None, window=None
+) -> Path:
+    image = read_image(source, window=window)
+    changed = transform_image(
+        image, lambda unit: unit, method=method, parameters=parameters or {"size": 3}
+    )
+    write_image(changed, output)
+    return output
+
+
+def test_derived_uids_are_valid_uuid_derived_uids(tmp_path):
+    for uid in derived_uids(write_derived(data_file("CT_small.dcm"), tmp_path / "out.dcm")):
+        assert len(uid) <= 64
+        assert UID_PATTERN.fullmatch(uid), uid
+        assert pydicom.uid.UID(uid).is_valid
+
+
+def test_derived_uids_are_the_same_in_two_runs(tmp_path):
+    first = derived_uids(write_derived(data_file("CT_small.dcm"), tmp_path / "a.dcm"))
+    second = derived_uids(write_derived(data_file("CT_small.dcm"), tmp_path / "b.dcm"))
+
+    assert first == second
+
+
+def test_derived_uids_are_the_same_in_two_processes(tmp_path):
+    # Another interpreter with another hash seed: nothing may depend on set or dict order.
+    script = (
+        "import sys, pydicom\n"
+        "from meddenoise.io import read_image, write_image\n"
+        "from meddenoise.pipeline import transform_image\n"
+        "image = read_image(sys.argv[1])\n"
+        "parameters = {'size': 3, 'names': {'b', 'a', 'c'}, 'inner': {'y': 1, 'x': 2.5}}\n"
+        "write_image(transform_image(image, lambda u: u, method='m', parameters=parameters),"
+        " sys.argv[2])\n"
+        "written = pydicom.dcmread(sys.argv[2])\n"
+        "print(written.SeriesInstanceUID, written.SOPInstanceUID)\n"
+    )
+    outputs = []
+    for hash_seed in ("1", "2"):
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                data_file("CT_small.dcm"),
+                tmp_path / f"{hash_seed}.dcm",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            timeout=120,
+        )
+        outputs.append(completed.stdout)
+
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count("2.25.") == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"method": "gaussian"},
+        {"parameters": {"size": 5}},
+        {"parameters": {"size": 3, "sigma": 0.1}},
+        {"parameters": {"size": 3, "weights_sha256": "ab" * 32}},
+        {"parameters": {"size": 3.0000001}},
+        {"window": (40.0, 400.0)},
+    ],
+    ids=["method", "value", "added", "weights", "tiny", "window"],
+)
+def test_any_change_of_settings_gives_new_uids(change, tmp_path):
+    source = data_file("CT_small.dcm")
+    base_series, base_instance = derived_uids(write_derived(source, tmp_path / "base.dcm"))
+
+    series, instance = derived_uids(write_derived(source, tmp_path / "changed.dcm", **change))
+
+    assert series != base_series
+    assert instance != base_instance
+
+
+def test_derived_uids_differ_from_the_source_and_between_sources(tmp_path):
     uids = set()
-    for index in range(3):
-        output = tmp_path / f"out{index}.dcm"
-        identity_round_trip(data_file("CT_small.dcm"), output)
-        written = pydicom.dcmread(output)
-        uids.update({written.SOPInstanceUID, written.SeriesInstanceUID})
-    assert len(uids) == 6
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        source = pydicom.dcmread(data_file(name))
+        written = derived_uids(write_derived(data_file(name), tmp_path / name))
+        assert source.SeriesInstanceUID not in written
+        assert source.SOPInstanceUID not in written
+        uids.update(written)
+    assert len(uids) == 4
+
+
+def test_a_series_keeps_one_series_uid_and_distinct_instance_uids(tmp_path):
+    folder = tmp_path / "series"
+    make_series(folder)
+
+    write_derived(folder, tmp_path / "first")
+    write_derived(folder, tmp_path / "second")
+
+    first = [derived_uids(path) for path in sorted((tmp_path / "first").iterdir())]
+    second = [derived_uids(path) for path in sorted((tmp_path / "second").iterdir())]
+    assert len({series for series, _ in first}) == 1
+    assert len({instance for _, instance in first}) == len(first) == 4
+    assert first == second
+
+
+def test_a_slice_written_alone_and_in_its_series_gets_different_uids(tmp_path):
+    folder = tmp_path / "series"
+    make_series(folder)
+    write_derived(folder, tmp_path / "volume")
+
+    alone = derived_uids(write_derived(folder / "slice_0.dcm", tmp_path / "alone.dcm"))
+
+    in_series = derived_uids(tmp_path / "volume" / "slice_0.dcm")
+    assert alone[0] != in_series[0]
+    assert alone[1] != in_series[1]
 
 
 def test_lossy_source_is_marked_lossy(tmp_path):
@@ -150,21 +271,27 @@ def test_lossy_source_is_marked_lossy(tmp_path):
     assert pydicom.dcmread(output).LossyImageCompression == "01"
 
 
-def test_values_beyond_the_stored_range_are_clipped_and_counted_not_wrapped(tmp_path):
+@pytest.mark.parametrize("shift", [100.0, -100.0], ids=["brighter", "darker"])
+def test_values_beyond_the_stored_range_are_clipped_and_counted_not_wrapped(tmp_path, shift):
+    # Every pixel lands far outside the stored range: each must become the nearest storable
+    # value (a wrapped one would be anywhere), and be counted on the right side.
     image = read_image(data_file("CT_small.dcm"))
-    brighter = transform_image(image, lambda unit: unit + 100.0, method="test", parameters={})
-    report = write_image(brighter, tmp_path / "bright.dcm")
-    written = decoded(tmp_path / "bright.dcm")
-    low, high = -(1 << 15), (1 << 15) - 1
-    dataset = pydicom.dcmread(tmp_path / "bright.dcm")
-    high = (
-        (1 << (dataset.BitsStored - 1)) - 1
-        if dataset.PixelRepresentation
-        else (1 << dataset.BitsStored) - 1
+    shifted = transform_image(image, lambda unit: unit + shift, method="test", parameters={})
+    report = write_image(shifted, tmp_path / "shifted.dcm")
+    written = decoded(tmp_path / "shifted.dcm")
+    dataset = pydicom.dcmread(tmp_path / "shifted.dcm")
+    bits = dataset.BitsStored
+    if dataset.PixelRepresentation:  # two's complement
+        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    else:
+        low, high = 0, (1 << bits) - 1
+    nearest, clipped, other_side = (
+        (high, report.clipped_high, report.clipped_low)
+        if shift > 0
+        else (low, report.clipped_low, report.clipped_high)
     )
-    assert report.clipped_high == image.array.size
-    assert np.all(written == high)
-    assert low <= written.min()
+    assert clipped == image.array.size and other_side == 0
+    assert np.all(written == nearest)
 
 
 def test_padding_pixels_come_back_unchanged(tmp_path):

@@ -9,11 +9,10 @@ import pytest
 
 from meddenoise.intensity import IntensityMapping
 from meddenoise.io.base import Image, ImageMeta
+from meddenoise.methods import list_methods, resolve
 from meddenoise.pipeline import (
     denoise,
     denoise_image,
-    list_methods,
-    make_method,
     run_on_layout,
     transform_image,
 )
@@ -142,20 +141,6 @@ def test_list_methods_has_default_first_and_identity() -> None:
     assert all(isinstance(text, str) and text for text in methods.values())
 
 
-def test_default_resolves_to_the_shipped_network_or_a_registered_method() -> None:
-    from meddenoise.inference import NeuralDenoiser
-    from meddenoise.pipeline import shipped_weights
-
-    grey = make_method("default", sigma=0.1, colour=False)
-    colour = make_method("default", sigma=0.1, colour=True)
-
-    if shipped_weights("default") is not None:
-        assert isinstance(grey, NeuralDenoiser)
-    else:
-        assert grey.name in list_methods()
-    assert isinstance(colour, NeuralDenoiser) or colour.name in list_methods()
-
-
 # --- transform_image and denoise_image on Image objects ---
 
 
@@ -186,7 +171,7 @@ def test_transform_with_identity_gives_back_the_modality_values_exactly(dtype: t
 def test_denoise_image_records_the_derivation_and_keeps_the_source_intact() -> None:
     array = (noisy((16, 24)) * 4000 - 1000).astype(np.float64)
     image = image_of(array.copy(), "grey")
-    denoiser = make_method("gaussian", sigma=0.1, colour=False)
+    denoiser = resolve("gaussian", sigma=0.1, colour=False)
 
     result = denoise_image(image, denoiser)
 
@@ -248,33 +233,3 @@ def test_4d_volumes_go_one_volume_at_a_time() -> None:
 
     assert seen == [(4, 8, 9)] * 2
     assert result.shape == (2, 4, 8, 9)
-
-
-def test_shipped_weights_become_the_default_when_present(tmp_path, monkeypatch):
-    import torch
-
-    from meddenoise import pipeline
-    from meddenoise.checkpoint import save_checkpoint
-    from meddenoise.inference import NeuralDenoiser
-    from meddenoise.models import build_model
-
-    monkeypatch.setattr(pipeline, "weights_folder", lambda: tmp_path)
-    image = np.random.default_rng(0).random((32, 40)).astype(np.float32)
-    assert pipeline.make_method("default", sigma=None, colour=False).name == "nlm"
-    with pytest.raises(ValueError, match="no shipped weights"):
-        pipeline.make_method("ct-lowdose", sigma=None, colour=False)
-
-    torch.manual_seed(0)
-    arguments = {"widths": [8, 16], "blocks": [1, 1]}
-    save_checkpoint(
-        tmp_path / "default.safetensors",
-        build_model("cond_unet", **arguments),
-        model="cond_unet",
-        arguments=arguments,
-    )
-    chosen = pipeline.make_method("default", sigma=None, colour=False)
-    assert isinstance(chosen, NeuralDenoiser) and chosen.name == "cond_unet"
-    assert denoise(image).shape == image.shape
-    assert "pretrained network" in list_methods()["default"]
-    # Colour input still takes the colour default while no rgb weights ship.
-    assert pipeline.make_method("default", sigma=None, colour=True).name == "nlm"

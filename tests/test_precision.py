@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from meddenoise import inference, pipeline
+from meddenoise import inference, methods
 from meddenoise.cli import app
 from meddenoise.inference import NeuralDenoiser, bf16_supported, resolve_precision
 from meddenoise.models import build_model
@@ -98,7 +98,7 @@ def test_unknown_precision_is_refused() -> None:
 
 
 def shipped_grey_denoiser(precision: str) -> NeuralDenoiser:
-    denoiser = pipeline.make_method("default", sigma=None, colour=False, precision=precision)
+    denoiser = methods.resolve("grey", precision=precision)
     assert isinstance(denoiser, NeuralDenoiser)
     return denoiser
 
@@ -130,13 +130,13 @@ def test_a_batch_loads_the_network_once(tmp_path: Path, monkeypatch: pytest.Monk
         array = rng.integers(1000, 60000, size=(24, 32)).astype(np.uint16)
         PIL.Image.fromarray(array).save(tmp_path / f"image{index}.png")
     loads: list[Path] = []
-    original = pipeline.load_neural_denoiser
+    original = methods.load_network
 
     def counting(path: Path, **kwargs: object) -> object:
         loads.append(path)
         return original(path, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "load_neural_denoiser", counting)
+    monkeypatch.setattr(methods, "load_network", counting)
     result = CliRunner().invoke(
         app, ["denoise", str(tmp_path), "-o", str(tmp_path / "out"), "--method", "default"]
     )

@@ -71,16 +71,87 @@ def test_checkpoint_holds_the_config_and_rebuilds_its_network(tmp_path):
     assert sum(parameter.numel() for parameter in checkpoint.network.parameters()) > 0
 
 
-def test_resumed_training_equals_uninterrupted(tmp_path):
-    straight = fit(load_config(tiny_config(tmp_path / "a", epochs=2)), progress=False)
-    interrupted = load_config(tiny_config(tmp_path / "b", epochs=2))
+def gan_config(tmp_path: Path, **changes) -> dict:
+    """A small pix2pix run: the unet_gan generator keeps its dropout (0.5), which draws from
+    torch's global generator in every training step."""
+    config = tiny_config(tmp_path, gan={"figure_every": 100}, **changes)
+    config["model"] = {"name": "unet_gan", "arguments": {"base_width": 8, "depth": 3}}
+    config["data"] |= {"patch_size": 32, "patches_per_epoch": 32}
+    return config
+
+
+@pytest.mark.parametrize("make_config", [tiny_config, gan_config], ids=["dncnn", "unet_gan"])
+def test_resumed_training_equals_uninterrupted(tmp_path, make_config):
+    straight = fit(load_config(make_config(tmp_path / "a", epochs=2)), progress=False)
+    interrupted = load_config(make_config(tmp_path / "b", epochs=2))
     fit(interrupted, progress=False, stop_after=1)
-    resumed = fit(load_config(tiny_config(tmp_path / "b", epochs=2)), resume=True, progress=False)
+    # Whatever ran in between (here: more drawing from the global generators) must not matter.
+    torch.manual_seed(12345)
+    np.random.seed(54321)
+    resumed = fit(load_config(make_config(tmp_path / "b", epochs=2)), resume=True, progress=False)
     expected = load_checkpoint(straight.last).network.state_dict()
     actual = load_checkpoint(resumed.last).network.state_dict()
     for name, tensor in expected.items():
         assert torch.equal(tensor, actual[name]), name
     assert resumed.history[-1]["val_psnr"] == straight.history[-1]["val_psnr"]
+    assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
+    sessions = read_metadata(resumed.last)["sessions"]
+    assert [session["first_epoch"] for session in sessions] == [0, 1]
+
+
+def test_gan_generator_dropout_is_active_in_training():
+    """What makes the GAN resume test above worth having: the generator's output in training
+    depends on torch's global generator."""
+    from meddenoise.models import build_model
+
+    network = build_model("unet_gan", base_width=8, depth=3).train()
+    noisy = torch.rand(1, 1, 32, 32)
+    torch.manual_seed(0)
+    first = network(noisy)
+    torch.manual_seed(1)
+    assert not torch.equal(first, network(noisy))
+
+
+def test_resume_state_is_safetensors_and_json_and_round_trips(tmp_path):
+    import json
+    import random
+
+    from safetensors import safe_open
+
+    from meddenoise.checkpoint import load_resume_state, save_resume_state
+
+    network = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=0.01)
+    network(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "random": {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(legacy=False),
+            "python": random.getstate(),
+        },
+        "best_score": -float("inf"),
+        "history": [{"epoch": 1, "val_psnr": 30.25}],
+    }
+    path = tmp_path / "last.resume.safetensors"
+    save_resume_state(path, state)
+    with safe_open(str(path), framework="pt") as handle:  # a safetensors file: no pickle inside
+        json.loads(handle.metadata()["state"])
+    loaded = load_resume_state(path)
+    assert loaded["best_score"] == -float("inf") and loaded["history"] == state["history"]
+    assert torch.equal(loaded["random"]["torch"], state["random"]["torch"])
+    assert loaded["random"]["python"] == state["random"]["python"]  # tuples come back as tuples
+    random.setstate(loaded["random"]["python"])
+    np.random.set_state(loaded["random"]["numpy"])
+    assert np.array_equal(
+        loaded["random"]["numpy"]["state"]["key"], state["random"]["numpy"]["state"]["key"]
+    )
+    restored = torch.optim.AdamW(network.parameters(), lr=0.01)
+    restored.load_state_dict(loaded["optimizer"])
+    for key, value in optimizer.state_dict()["state"][0].items():
+        assert torch.equal(value, restored.state_dict()["state"][0][key]), key
+    assert restored.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
 
 
 def test_early_stopping_stops(tmp_path):
@@ -353,7 +424,7 @@ def test_grey_weights_start_a_colour_model(tmp_path):
 
 
 def test_validation_draws_cover_several_noise_levels(tmp_path):
-    from meddenoise.train import prepare_data
+    from meddenoise.data import prepare_data
 
     config = tiny_config(tmp_path, noise={"kind": "gaussian", "sigma_range": [0, 50]})
     config["data"]["val_draws"] = 5
@@ -364,8 +435,8 @@ def test_validation_draws_cover_several_noise_levels(tmp_path):
 
 def test_low_dose_ct_levels_are_the_blind_estimate(tmp_path):
     # The network is given what inference will estimate, not the (unknowable) true noise std.
+    from meddenoise.data import prepare_data
     from meddenoise.estimate import estimate_sigma
-    from meddenoise.train import prepare_data
 
     config = tiny_config(tmp_path)
     # Validation crop = the whole 128 x 128 slice, where the level is estimated.
@@ -400,7 +471,7 @@ def test_matplotlib_sample_images_are_training_entries(tmp_path):
 
 def test_signal_dependent_level_maps_train_and_reach_inference(tmp_path):
     from meddenoise.data import add_noise
-    from meddenoise.pipeline import load_neural_denoiser
+    from meddenoise.methods import load_network
 
     small = {"name": "cond_unet", "arguments": {"widths": [8, 16], "blocks": [1, 1]}}
     noise = {"kind": "mixed", "level_map": "signal-dependent", "level_jitter": 0.05}
@@ -410,7 +481,7 @@ def test_signal_dependent_level_maps_train_and_reach_inference(tmp_path):
     assert levels.shape == (4, 1, 32, 32)
     result = fit(config, progress=False)
     assert np.isfinite(result.history[-1]["val_psnr"])
-    assert load_neural_denoiser(result.best).level_map == "signal-dependent"
+    assert load_network(result.best).level_map == "signal-dependent"
     # Maps are made only for synthetic grey Poisson-Gaussian noise.
     for change in ({"kind": "gaussian"}, {"kind": "low-dose-ct"}):
         with pytest.raises(ConfigError, match="level_map"):
@@ -419,9 +490,8 @@ def test_signal_dependent_level_maps_train_and_reach_inference(tmp_path):
 
 def test_blind_estimate_levels_are_what_inference_tells_the_network(tmp_path):
     from meddenoise.config import NoiseConfig
-    from meddenoise.data import sample_blindly_levelled
-    from meddenoise.inference import blind_noise_level
-    from meddenoise.train import epoch_batches, prepare_data
+    from meddenoise.data import epoch_batches, prepare_data, sample_blindly_levelled
+    from meddenoise.estimate import blind_noise_level
 
     # A textured, noise-free image: the true level is 0, the estimate reads the texture.
     rng = np.random.default_rng(3)
@@ -443,7 +513,7 @@ def test_blind_estimate_levels_are_what_inference_tells_the_network(tmp_path):
     assert data.val_sigmas is not None and data.val_sigmas[0] > 0  # baselines: the true std
     batch_noisy, _, batch_levels = next(epoch_batches(data, config, 0))
     assert batch_noisy.shape == (16, 1, 40, 40) and batch_levels.shape == (16,)
-    assert torch.all(batch_levels > 0)
+    assert np.all(batch_levels > 0)
     result = fit(config, progress=False)
     assert np.isfinite(result.history[-1]["val_psnr"])
     # Estimates for CT (already blind), maps, or windows smaller than the patch are refused.
@@ -459,7 +529,7 @@ def test_blind_estimate_levels_are_what_inference_tells_the_network(tmp_path):
 def test_constant_map_fraction_gives_some_poisson_gaussian_patches_one_level():
     from meddenoise.config import NoiseConfig
     from meddenoise.data import add_noise
-    from meddenoise.inference import blind_noise_level
+    from meddenoise.estimate import blind_noise_level
 
     ramp = np.tile(np.linspace(0.05, 0.95, 48, dtype=np.float32), (48, 1))
     clean = np.repeat(ramp[None, None], 40, axis=0)

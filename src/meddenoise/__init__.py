@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 
 from meddenoise import metrics, noise
 from meddenoise.io import Image, ImageError, read_image, write_image
-from meddenoise.pipeline import denoise, list_methods
+from meddenoise.methods import list_methods
+from meddenoise.pipeline import denoise
 
 __all__ = [
     "Image",

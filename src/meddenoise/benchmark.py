@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from meddenoise import metrics
+from meddenoise.arrays import central_crop
 from meddenoise.intensity import percentile_range
 from meddenoise.io import read_image
-from meddenoise.noise import GaussianNoise, LowDoseCT, PoissonGaussianNoise
-from meddenoise.types import Denoiser
+from meddenoise.noise import GaussianNoise, PoissonGaussianNoise, fit_to_image, make_noise
+from meddenoise.types import Denoiser, NoiseModel
 
 logger = logging.getLogger(__name__)
 CROP = 256
@@ -46,7 +47,7 @@ class TestImage:
     file_name: str  # a pydicom-data file, or a scikit-image loader name (source "skimage")
     downsample: int
     modality: str  # "CR", "CT", "MR" or "photo" (colour)
-    source: str = "pydicom"
+    source: str = "pydicom"  # "pydicom", "skimage", or "entry": a data entry (`--images`)
 
     @property
     def colour(self) -> bool:
@@ -65,10 +66,12 @@ TEST_IMAGES = (
 
 @dataclass(frozen=True)
 class NoiseSetting:
-    label: str
-    kind: str  # "gaussian", "poisson-gaussian", "low-dose-ct"
-    value: float  # sigma (0-255 units), photons, or dose fraction
+    """A benchmark noise setting: a registered noise model (`noise.NOISE_MODELS`) and its
+    parameters in [0, 1] image units."""
 
+    label: str
+    kind: str
+    parameters: tuple[tuple[str, float], ...]
     colour: bool = False  # settings for the colour images; the others are for grey ones
 
     def applies_to(self, image: TestImage) -> bool:
@@ -76,19 +79,29 @@ class NoiseSetting:
             return False
         return self.kind != "low-dose-ct" or image.modality == "CT"
 
+    def model(self) -> NoiseModel:
+        return make_noise(self.kind, **dict(self.parameters))
+
+
+def _gaussian(sigma_255: int, *, colour: bool = False) -> NoiseSetting:
+    prefix = "colour " if colour else ""
+    label = f"{prefix}gaussian {sigma_255}"
+    return NoiseSetting(label, "gaussian", (("sigma", sigma_255 / 255),), colour)
+
 
 NOISE_SETTINGS = (
-    NoiseSetting("gaussian 15", "gaussian", 15),
-    NoiseSetting("gaussian 25", "gaussian", 25),
-    NoiseSetting("gaussian 50", "gaussian", 50),
-    NoiseSetting("poisson-gaussian 100", "poisson-gaussian", 100),
-    NoiseSetting("poisson-gaussian 300", "poisson-gaussian", 300),
-    NoiseSetting("poisson-gaussian 1000", "poisson-gaussian", 1000),
-    NoiseSetting("low-dose-ct 25%", "low-dose-ct", 0.25),
-    NoiseSetting("low-dose-ct 10%", "low-dose-ct", 0.10),
-    NoiseSetting("colour gaussian 15", "gaussian", 15, colour=True),
-    NoiseSetting("colour gaussian 25", "gaussian", 25, colour=True),
-    NoiseSetting("colour gaussian 50", "gaussian", 50, colour=True),
+    *(_gaussian(sigma) for sigma in (15, 25, 50)),
+    *(
+        NoiseSetting(
+            f"poisson-gaussian {photons}",
+            "poisson-gaussian",
+            (("photons", float(photons)), ("read_noise", READ_NOISE)),
+        )
+        for photons in (100, 300, 1000)
+    ),
+    NoiseSetting("low-dose-ct 25%", "low-dose-ct", (("dose_fraction", 0.25),)),
+    NoiseSetting("low-dose-ct 10%", "low-dose-ct", (("dose_fraction", 0.10),)),
+    *(_gaussian(sigma, colour=True) for sigma in (15, 25, 50)),
 )
 
 # Shipped models made for one kind of case; other methods run on every case.
@@ -113,9 +126,36 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3))
 
 
-def central_crop(image: np.ndarray, size: int = CROP) -> np.ndarray:
-    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
-    return image[top : top + size, left : left + size]
+def _entry_values(entry: str) -> tuple[np.ndarray, float | None, str]:
+    """A data entry (``pydicom:NAME``, ``skimage:NAME``, a path) as an array in modality units,
+    its pixel spacing in mm (None where unknown) and its modality ("photo" for colour)."""
+    from meddenoise.data import packaged_image
+    from meddenoise.io import pixel_spacing_mm
+
+    found = packaged_image(entry)
+    spacing, modality = None, ""
+    if isinstance(found, np.ndarray):
+        values = np.asarray(found, dtype=np.float64)
+    else:
+        loaded = read_image(found if found is not None else Path(entry))
+        values = np.asarray(loaded.array, dtype=np.float64)
+        if loaded.meta.keep_mask is not None:  # padding: the range floor, as the pipeline does
+            values = np.where(loaded.meta.keep_mask, values[~loaded.meta.keep_mask].min(), values)
+        spacing = pixel_spacing_mm(loaded)
+        if loaded.meta.format == "dicom":
+            modality = str(loaded.meta.details.datasets[0].get("Modality", ""))
+    colour = values.ndim == 3 and values.shape[-1] == 3
+    if values.ndim == 3 and not colour:  # a volume: its middle slice
+        values = values[values.shape[0] // 2]
+    elif values.ndim > 3:
+        raise ValueError(f"{entry}: only 2-D images and volumes can be benchmarked")
+    return values, spacing, "photo" if colour else (modality or "other")
+
+
+def entry_image(entry: str) -> TestImage:
+    """A benchmark image for `--images ENTRY`: a file or packaged image, whole, not downsampled."""
+    _, _, modality = _entry_values(entry)
+    return TestImage(entry, entry, 1, modality, source="entry")
 
 
 def load_test_image(image: TestImage) -> np.ndarray:
@@ -124,6 +164,8 @@ def load_test_image(image: TestImage) -> np.ndarray:
         import skimage.data
 
         values = np.asarray(getattr(skimage.data, image.file_name)(), dtype=np.float64)
+    elif image.source == "entry":
+        values = _entry_values(image.file_name)[0]
     else:
         from pydicom.data import get_testdata_file
 
@@ -151,7 +193,9 @@ class Case:
 
 
 def test_image_spacing(image: TestImage) -> float | None:
-    """In-plane pixel spacing in mm of the (downsampled) test image, from its DICOM header."""
+    """In-plane pixel spacing in mm of the (downsampled) test image, from its file's header."""
+    if image.source == "entry":
+        return _entry_values(image.file_name)[1]
     if image.source != "pydicom":
         return None
     from pydicom.data import get_testdata_file
@@ -171,24 +215,28 @@ def make_case(
     noise: NoiseSetting,
     seed: int,
     pixel_spacing_mm: float | None = None,
+    crop: int = CROP,
 ) -> Case:
     rng = np.random.default_rng(seed)
-    clean = central_crop(whole)
-    if noise.kind == "gaussian":
-        sigma = noise.value / 255
-        return Case(image, noise, clean, GaussianNoise(sigma=sigma)(clean, rng), sigma)
-    if noise.kind == "poisson-gaussian":
-        model = PoissonGaussianNoise(photons=noise.value, read_noise=READ_NOISE)
+    clean = central_crop(whole, crop)
+    model = fit_to_image(noise.model(), {"pixel_spacing_mm": pixel_spacing_mm})
+    photons = model.photons if isinstance(model, PoissonGaussianNoise) else None
+    if isinstance(model, GaussianNoise):
+        return Case(image, noise, clean, model(clean, rng), model.sigma)
+    variance = getattr(model, "variance", None)
+    if variance is not None:  # pixelwise: noise on the crop, the oracle's std from theory
         noisy = model(clean, rng)
-        sigma = float(np.sqrt(np.mean(model.variance(clean))))
-        return Case(image, noise, clean, noisy, sigma, photons=noise.value)
-    # The slice's own spacing gives its physical size, hence its attenuation and noise level.
-    ct = LowDoseCT(dose_fraction=noise.value)
-    if pixel_spacing_mm is not None:
-        ct = LowDoseCT(dose_fraction=noise.value, pixel_spacing_mm=pixel_spacing_mm)
-    noisy_whole = ct(whole, rng)
-    noisy = central_crop(noisy_whole)
-    return Case(image, noise, clean, noisy, float(np.std(noisy - clean)))
+        sigma = float(np.sqrt(np.mean(variance(clean))))
+        return Case(image, noise, clean, noisy, sigma, photons=photons)
+    # A model of the whole slice (low-dose CT: its noise depends on every ray through it).
+    noisy = central_crop(model(whole, rng), crop)
+    return Case(image, noise, clean, noisy, float(np.std(noisy - clean)), photons=photons)
+
+
+LEVELS = ("protocol", "oracle", "blind")
+"""Who is told the true noise: "protocol" (the documented one) classical methods, networks blind;
+"oracle" every method (networks get the true std, for Poisson-Gaussian its RMS over the crop);
+"blind" none (every method estimates the noise itself)."""
 
 
 def oracle_denoiser(method: str, case: Case) -> Denoiser:
@@ -196,14 +244,38 @@ def oracle_denoiser(method: str, case: Case) -> Denoiser:
     from meddenoise.classical import GeneralizedAnscombe, make_denoiser
 
     if case.photons is not None:
-        return GeneralizedAnscombe(inner=method, gain=1.0 / case.photons, sigma=READ_NOISE)
+        read_noise = dict(case.noise.parameters)["read_noise"]
+        return GeneralizedAnscombe(inner=method, gain=1.0 / case.photons, sigma=read_noise)
     return make_denoiser(method, sigma=case.sigma)
 
 
-def neural_denoiser(method: str, *, colour: bool = False, precision: str = "auto") -> Denoiser:
-    from meddenoise.pipeline import make_method
+def case_denoiser(
+    method: str, case: Case, *, levels: str, networks: dict[tuple[str, bool], Denoiser]
+) -> Denoiser:
+    """The denoiser `method` runs on `case` as `levels` says; networks load once (`networks`)."""
+    import dataclasses
 
-    return make_method(method, sigma=None, colour=colour, precision=precision)
+    from meddenoise.classical import make_denoiser
+
+    if not is_neural(method):
+        return (
+            make_denoiser(method, sigma=None)
+            if levels == "blind"
+            else oracle_denoiser(method, case)
+        )
+    key = (method, case.image.colour)
+    if key not in networks:
+        networks[key] = neural_denoiser(method, colour=case.image.colour)
+    network = networks[key]
+    if levels == "oracle" and dataclasses.is_dataclass(network):
+        return dataclasses.replace(network, sigma=case.sigma)  # type: ignore[type-var]
+    return network
+
+
+def neural_denoiser(method: str, *, colour: bool = False, precision: str = "auto") -> Denoiser:
+    from meddenoise.methods import resolve
+
+    return resolve(method, colour=colour, precision=precision)
 
 
 @dataclass
@@ -216,16 +288,17 @@ class Row:
     mse: float
     seconds: float
     noisy_psnr: float
+    pixels: int = CROP * CROP
 
     @property
     def seconds_per_megapixel(self) -> float:
-        return self.seconds / (CROP * CROP / 1e6)
+        return self.seconds / (self.pixels / 1e6)
 
 
 def is_neural(method: str) -> bool:
-    from meddenoise.pipeline import SHIPPED_WEIGHTS
+    from meddenoise.methods import is_network
 
-    return method.endswith(".safetensors") or method in SHIPPED_WEIGHTS
+    return is_network(method)
 
 
 def run_quality(
@@ -233,53 +306,151 @@ def run_quality(
     *,
     images: tuple[TestImage, ...] = TEST_IMAGES,
     settings: tuple[NoiseSetting, ...] = NOISE_SETTINGS,
+    levels: str = "protocol",
+    draws: int = 1,
+    crop: int = CROP,
     on_row: Callable[[Row], None] | None = None,
 ) -> tuple[list[Row], dict[tuple[str, str, str], np.ndarray], list[Case]]:
-    """Every method on every (image, noise) case; returns rows, denoised crops and the cases."""
+    """Every method on every (image, noise, draw) case; returns rows, denoised crops (the first
+    draw's) and the cases.  `levels` is one of `LEVELS`; each draw has its own fixed seed."""
+    if levels not in LEVELS:
+        raise ValueError(f"levels must be one of {', '.join(LEVELS)}, got {levels!r}")
     rows: list[Row] = []
     outputs: dict[tuple[str, str, str], np.ndarray] = {}
     cases: list[Case] = []
-    neural: dict[tuple[str, bool], Denoiser] = {}
+    networks: dict[tuple[str, bool], Denoiser] = {}
     for image_index, image in enumerate(images):
         whole = load_test_image(image)
         spacing = test_image_spacing(image)
         for noise_index, noise in enumerate(settings):
             if not noise.applies_to(image):
                 continue
-            case = make_case(
-                image, whole, noise, seed=1000 * image_index + noise_index, pixel_spacing_mm=spacing
-            )
-            cases.append(case)
-            noisy_psnr = metrics.psnr(case.clean, case.noisy, data_range=1.0)
-            for method in methods:
-                if not method_applies(method, image, noise):
-                    continue
-                if is_neural(method):
-                    key = (method, image.colour)
-                    if key not in neural:
-                        neural[key] = neural_denoiser(method, colour=image.colour)
-                    denoiser = neural[key]
-                else:
-                    denoiser = oracle_denoiser(method, case)
-                started = time.perf_counter()
-                denoised = np.asarray(denoiser(case.noisy), dtype=np.float32)
-                seconds = time.perf_counter() - started
-                scores = metrics.summary(case.clean, denoised, data_range=1.0)
-                row = Row(
-                    method,
-                    image.label,
-                    noise.label,
-                    scores["psnr"],
-                    scores["ssim"],
-                    scores["mse"],
-                    seconds,
-                    noisy_psnr,
-                )
-                rows.append(row)
-                outputs[(method, image.label, noise.label)] = denoised
-                if on_row is not None:
-                    on_row(row)
+            for draw in range(draws):
+                # Draw 0 keeps the seeds of the single-draw protocol, so its numbers stay put.
+                seed = 1000 * image_index + noise_index + 100_000 * draw
+                case = make_case(image, whole, noise, seed, pixel_spacing_mm=spacing, crop=crop)
+                if draw == 0:
+                    cases.append(case)
+                noisy_psnr = metrics.psnr(case.clean, case.noisy, data_range=1.0)
+                for method in methods:
+                    if not method_applies(method, image, noise):
+                        continue
+                    denoiser = case_denoiser(method, case, levels=levels, networks=networks)
+                    started = time.perf_counter()
+                    denoised = np.asarray(denoiser(case.noisy), dtype=np.float32)
+                    seconds = time.perf_counter() - started
+                    scores = metrics.summary(case.clean, denoised, data_range=1.0)
+                    label = image.label if draws == 1 else f"{image.label} #{draw}"
+                    row = Row(
+                        method,
+                        label,
+                        noise.label,
+                        scores["psnr"],
+                        scores["ssim"],
+                        scores["mse"],
+                        seconds,
+                        noisy_psnr,
+                        pixels=int(np.prod(case.clean.shape[:2])),
+                    )
+                    rows.append(row)
+                    if draw == 0:
+                        outputs[(method, image.label, noise.label)] = denoised
+                    if on_row is not None:
+                        on_row(row)
     return rows, outputs, cases
+
+
+def select_cases(
+    *, images: list[str] | None = None, noise: list[str] | None = None, quick: bool = False
+) -> tuple[tuple[TestImage, ...], tuple[NoiseSetting, ...]]:
+    """The images and noise settings of a run: the test split and every setting by default;
+    `images` (data entries) instead of the test images; `noise` labels to keep; `quick` the CT
+    head and the histology image at Gaussian 25, Poisson-Gaussian 300 and colour Gaussian 25."""
+    if images:
+        chosen = tuple(entry_image(entry) for entry in images)
+    elif quick:
+        chosen = (TEST_IMAGES[1], TEST_IMAGES[5])
+    else:
+        chosen = TEST_IMAGES
+    settings = tuple(NOISE_SETTINGS[index] for index in (1, 4, 9)) if quick else NOISE_SETTINGS
+    if noise:
+        labels = [setting.label for setting in NOISE_SETTINGS]
+        unknown = [label for label in noise if label not in labels]
+        if unknown:
+            raise ValueError(
+                f"unknown noise setting {unknown[0]!r}; choose from {', '.join(labels)}"
+            )
+        settings = tuple(setting for setting in settings if setting.label in noise)
+    return chosen, settings
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """How a quality run scores: who knows the noise (`LEVELS`), draws per case, crop side."""
+
+    levels: str = "protocol"
+    draws: int = 1
+    crop: int = CROP
+
+    def __post_init__(self) -> None:
+        if self.levels not in LEVELS:
+            raise ValueError(f"levels must be one of {', '.join(LEVELS)}, got {self.levels!r}")
+        if self.draws < 1 or self.crop < 16:
+            raise ValueError(f"draws must be >= 1 and crop >= 16, got {self.draws}, {self.crop}")
+
+
+def run_benchmark(
+    methods: list[str],
+    output: Path,
+    *,
+    images: tuple[TestImage, ...] = TEST_IMAGES,
+    settings: tuple[NoiseSetting, ...] = NOISE_SETTINGS,
+    options: BenchmarkOptions = BenchmarkOptions(),
+    speed: bool = True,
+    quick: bool = False,
+    command: str = "",
+) -> Path:
+    """Quality (and speed) of `methods`: writes benchmark.csv and benchmark.md into `output`."""
+    import datetime
+    import os
+    import platform
+
+    from meddenoise.report import write_benchmark_report
+
+    rows, outputs, cases = run_quality(
+        methods,
+        images=images,
+        settings=settings,
+        levels=options.levels,
+        draws=options.draws,
+        crop=options.crop,
+        on_row=lambda row: logger.info(
+            "%s | %s | %s: %.2f dB (noisy %.2f)",
+            row.method,
+            row.image,
+            row.noise,
+            row.psnr,
+            row.noisy_psnr,
+        ),
+    )
+    timings = run_speed(methods, large=not quick, repeats=1 if quick else 3) if speed else []
+    output.mkdir(parents=True, exist_ok=True)
+    write_csv(output / "benchmark.csv", rows)
+    processor = platform.processor() or platform.machine()
+    machine = f"{datetime.date.today()}, {processor}, {os.cpu_count()} cores"
+    protocol = (__doc__ or "") + (
+        f"\nThis run: levels {options.levels}, {options.draws} draw(s), {options.crop}² crops."
+    )
+    return write_benchmark_report(
+        output,
+        rows,
+        outputs,
+        cases,
+        timings,
+        protocol=protocol,
+        machine=machine,
+        command=command,
+    )
 
 
 def time_method(
@@ -323,47 +494,30 @@ def mean_by(rows: list[Row], key: Callable[[Row], tuple[str, ...]]) -> dict[tupl
             float(np.mean([m.mse for m in members])),
             float(np.mean([m.seconds for m in members])),
             float(np.mean([m.noisy_psnr for m in members])),
+            pixels=int(np.mean([m.pixels for m in members])),
         )
     return means
 
 
 def write_csv(path: Path, rows: list[Row]) -> None:
-    import csv
+    """The rows as benchmark.csv, with seconds per megapixel, written atomically."""
+    from meddenoise.io.base import atomic_write_csv
 
-    from meddenoise.io.base import atomic_write_with
-
-    def write(target: Path) -> None:
-        with open(target, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(
-                [
-                    "method",
-                    "image",
-                    "noise",
-                    "psnr",
-                    "ssim",
-                    "mse",
-                    "seconds",
-                    "seconds_per_megapixel",
-                    "noisy_psnr",
-                ]
-            )
-            for row in rows:
-                writer.writerow(
-                    [
-                        row.method,
-                        row.image,
-                        row.noise,
-                        f"{row.psnr:.4f}",
-                        f"{row.ssim:.5f}",
-                        f"{row.mse:.6g}",
-                        f"{row.seconds:.4f}",
-                        f"{row.seconds_per_megapixel:.4f}",
-                        f"{row.noisy_psnr:.4f}",
-                    ]
-                )
-
-    atomic_write_with(path, write)
+    table = [
+        {
+            "method": row.method,
+            "image": row.image,
+            "noise": row.noise,
+            "psnr": f"{row.psnr:.4f}",
+            "ssim": f"{row.ssim:.5f}",
+            "mse": f"{row.mse:.6g}",
+            "seconds": f"{row.seconds:.4f}",
+            "seconds_per_megapixel": f"{row.seconds_per_megapixel:.4f}",
+            "noisy_psnr": f"{row.noisy_psnr:.4f}",
+        }
+        for row in rows
+    ]
+    atomic_write_csv(path, table)
 
 
 # How users' CPUs run: no AVX-512 and no native bf16 (torch's kernels and oneDNN capped at AVX2;

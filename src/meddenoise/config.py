@@ -162,6 +162,26 @@ class DataConfig(Strict):
             raise ValueError(f"{self.mode} mode needs data.train (images)")
         return self
 
+    @model_validator(mode="after")
+    def test_split_untouched(self) -> DataConfig:
+        # The benchmark's numbers mean something only while no run trains, tunes or selects on
+        # its images: refused here, at the one door every config comes through.
+        from meddenoise.splits import members_of_test_split
+
+        roles = [("train", self.train), ("val", self.val)]
+        if self.mode == "paired" and self.root is not None:
+            roles = [(role, [str(self.root / role)]) for role in ("train", "val")]
+        for role, entries in roles:
+            for entry in entries:
+                members = members_of_test_split(entry)
+                if members:
+                    raise ValueError(
+                        f"data.{role} entry {entry!r} is in the test split "
+                        f"({', '.join(members)}; meddenoise.splits.TEST_SPLIT): the benchmark "
+                        "reports on it, so no run may train, tune or select on it"
+                    )
+        return self
+
 
 class GanConfig(Strict):
     adversarial_weight: float = Field(1.0, ge=0, description="weight of the adversarial loss")

@@ -13,27 +13,29 @@ dropped.  Images come in as float32 arrays (H, W, C) with C = 1 or 3.
 
 from __future__ import annotations
 
+import glob
 import logging
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from meddenoise.config import DataConfig, NoiseConfig
+from meddenoise.arrays import central_crop
+from meddenoise.config import DataConfig, NoiseConfig, TrainConfig
 from meddenoise.intensity import IntensityMapping, percentile_range
-from meddenoise.io import Image, ImageError, read_image
+from meddenoise.io import Image, ImageError, format_for_suffix, read_image
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".nii", ".gz")
 
 
 class DataError(ValueError):
     """Training data that cannot be used; the message names the file or field."""
 
 
-def _packaged(entry: str) -> np.ndarray | Path | None:
+def packaged_image(entry: str) -> np.ndarray | Path | None:
     """Images shipped by installed packages: ``pydicom:NAME``, ``skimage:NAME`` and
     ``matplotlib:NAME`` (its sample data, e.g. grace_hopper.jpg)."""
     if entry.startswith("pydicom:"):
@@ -73,11 +75,12 @@ def _files(entry: str) -> list[Path]:
         return sorted(
             candidate
             for candidate in path.rglob("*")
-            if candidate.is_file() and candidate.suffix.lower() in IMAGE_SUFFIXES
+            if candidate.is_file() and format_for_suffix(candidate) is not None
         )
     if path.is_file():
         return [path]
-    matches = sorted(Path().glob(entry)) if any(char in entry for char in "*?[") else []
+    # glob.glob, not Path().glob: the latter refuses absolute patterns such as /data/ct/*.dcm.
+    matches = sorted(map(Path, glob.glob(entry))) if any(char in entry for char in "*?[") else []
     if not matches:
         raise DataError(f"{entry}: no such file, folder or packaged image")
     return matches
@@ -139,7 +142,7 @@ def load_images(entries: list[str], data: DataConfig) -> list[np.ndarray]:
     mapping = IntensityMapping.from_window(*data.window) if data.window else None
     images: list[np.ndarray] = []
     for entry in entries:
-        packaged = _packaged(entry)
+        packaged = packaged_image(entry)
         if isinstance(packaged, np.ndarray):
             sources: list[tuple[str, np.ndarray, str]] = [
                 (entry, packaged, "colour" if packaged.ndim == 3 else "grey")
@@ -294,7 +297,7 @@ def add_noise(
     a ``noise.constant_map_fraction`` of them the blind scalar estimate inference falls back to.
     """
     from meddenoise.estimate import poisson_gaussian_std_map
-    from meddenoise.noise import PoissonGaussianNoise
+    from meddenoise.noise import make_noise
 
     noisy = np.empty_like(clean)
     maps = noise.level_map == "signal-dependent"
@@ -306,19 +309,20 @@ def add_noise(
             kind = "gaussian" if rng.random() < 0.5 else "poisson-gaussian"
         if kind == "gaussian":
             sigma = rng.uniform(*noise.sigma_range) / 255.0
-            noisy[index] = patch + rng.normal(0.0, 1.0, patch.shape).astype(np.float32) * sigma
+            noisy[index] = make_noise("gaussian", sigma=sigma)(patch, rng)
             levels[index] = sigma
         elif kind == "poisson-gaussian":
             photons = float(np.exp(rng.uniform(*np.log(noise.photons_range))))
             read_noise = rng.uniform(*noise.read_noise_range)
-            noisy[index] = PoissonGaussianNoise(photons=photons, read_noise=read_noise)(patch, rng)
+            model = make_noise("poisson-gaussian", photons=photons, read_noise=read_noise)
+            noisy[index] = model(patch, rng)
             if (
                 maps
                 and noise.constant_map_fraction > 0
                 and (rng.random() < noise.constant_map_fraction)
             ):
                 # What inference falls back to where the image is too small to fit a map.
-                from meddenoise.inference import blind_noise_level
+                from meddenoise.estimate import blind_noise_level
 
                 levels[index, 0] = blind_noise_level(noisy[index].mean(axis=0))
             elif maps:
@@ -344,12 +348,12 @@ def sample_blindly_levelled(
     """Noisy and clean patches (N, C, size, size) with the level inference would tell the network.
 
     Each patch is cut from a noisy window of ``noise.estimate_context`` pixels (smaller images:
-    their short side), and its level is `meddenoise.inference.blind_noise_level` of that window,
+    their short side), and its level is `meddenoise.estimate.blind_noise_level` of that window,
     not the true std.  The estimate reads fine texture as noise and is noisy itself on small
     windows; a network trained on it learns what a given estimate means, instead of
     over-smoothing textured images whose estimate is too high.  Returns (noisy, clean, levels).
     """
-    from meddenoise.inference import blind_noise_level
+    from meddenoise.estimate import blind_noise_level
 
     areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
     choices = rng.choice(len(images), size=count, p=areas / areas.sum())
@@ -375,3 +379,217 @@ def sample_blindly_levelled(
         noisy[slot] = noisy_window[inner]
         clean[slot] = window.transpose(2, 0, 1)[inner]
     return noisy, clean, levels
+
+
+# --- what one training run sees: the images, each epoch's batches, the validation set ---------
+
+VALIDATION_STREAM = 1_000_003  # a fixed, separate random stream for validation noise
+
+
+@dataclass
+class TrainingData:
+    """What one run trains and validates on (all float32 in [0, 1])."""
+
+    mode: str
+    train_images: list[np.ndarray]
+    train_partners: list[np.ndarray] | None  # paired mode: the clean partner of each image
+    val_noisy: list[np.ndarray]  # (C, H, W)
+    val_clean: list[np.ndarray] | None  # None: no clean reference (self-supervised)
+    val_levels: Sequence[float | np.ndarray]  # what the network is told: a std or a (1, H, W) map
+    summary: dict[str, Any] = field(default_factory=dict)
+    # The true noise std of each validation crop, std(noisy - clean), for the classical baselines
+    # (the network's level can be a blind estimate or a map); empty: use the levels' RMS.
+    val_sigmas: list[float] = field(default_factory=list)
+    # Self-supervised: the noise level estimated once per training image (for conditioned nets).
+    train_levels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # Low-dose CT: the clean sinogram of each training image, computed on first use.
+    sinograms: list[np.ndarray] = field(default_factory=list)
+
+
+def _ct_noisy(
+    clean: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    unit_sinogram: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """A low-dose reconstruction of `clean` (H, W, 1) and its blind noise estimate.
+
+    Dose and pixel spacing are drawn from the config's ranges.  The noise-free sinogram is
+    dose-independent and linear in the spacing: pass a cached one computed at 1 mm spacing
+    (`unit_sinogram`) to skip the forward projection.  The level handed to a conditioned network
+    is the same blind estimate inference makes on the whole slice (FBP noise is correlated, so the
+    estimate is not the noise std; training on it keeps training and use consistent).
+    """
+    from meddenoise.estimate import blind_noise_level
+    from meddenoise.noise import LowDoseCT
+
+    model = LowDoseCT(
+        dose_fraction=rng.uniform(*config.noise.dose_fraction_range),
+        pixel_spacing_mm=rng.uniform(*config.noise.pixel_spacing_range),
+    )
+    if unit_sinogram is None:
+        sinogram = model.sinogram(clean[..., 0])
+    else:
+        sinogram = unit_sinogram * model.pixel_spacing_mm
+    noisy = model.noisy_from_sinogram(sinogram, clean.shape[:2], rng)
+    noisy = np.asarray(noisy, dtype=np.float32)
+    return noisy[..., None], blind_noise_level(noisy)
+
+
+def prepare_data(config: TrainConfig) -> TrainingData:
+    """Load and map the images; build the fixed validation set."""
+    from meddenoise.estimate import blind_noise_level
+
+    data = config.data
+    if data.mode == "paired":
+        assert data.root is not None
+        train = load_paired(data.root, "train", data)
+        val = load_paired(data.root, "val", data)
+        val_noisy = [central_crop(image, data.val_size).transpose(2, 0, 1) for image in val.low]
+        val_clean = [central_crop(image, data.val_size).transpose(2, 0, 1) for image in val.high]
+        levels = [
+            float(np.std(noisy - clean)) for noisy, clean in zip(val_noisy, val_clean, strict=True)
+        ]
+        return TrainingData(
+            "paired",
+            train.low,
+            train.high,
+            val_noisy,
+            val_clean,
+            levels,
+            {"train_pairs": len(train.low), "val_pairs": len(val.low), "root": str(data.root)},
+        )
+    train_images = load_images(data.train, data)
+    val_sources = load_images(data.val, data) if data.val else []
+    if data.mode == "self-supervised":
+        from meddenoise.estimate import estimate_sigma
+
+        val_noisy = [central_crop(image, data.val_size).transpose(2, 0, 1) for image in val_sources]
+        return TrainingData(
+            "self-supervised",
+            train_images,
+            None,
+            val_noisy,
+            None,
+            [float(estimate_sigma(image[0])) for image in val_noisy],
+            {"train_images": len(train_images), "val_images": len(val_noisy), "train": data.train},
+            train_levels=np.array(
+                [
+                    estimate_sigma(image[..., 0] if image.shape[-1] == 1 else image)
+                    for image in train_images
+                ],
+                dtype=np.float32,
+            ),
+        )
+    if not val_sources:
+        raise DataError("data.val: synthetic training needs validation images")
+    wholes = [image for image in val_sources for _ in range(data.val_draws)]
+    val_clean = [central_crop(image, data.val_size) for image in wholes]
+    val_noisy, levels = [], []
+    for index, clean in enumerate(val_clean):
+        rng = np.random.default_rng([config.seed, VALIDATION_STREAM, index])
+        if config.noise.kind == "low-dose-ct":
+            # CT noise depends on the whole slice (every ray crosses it): simulate it, then crop,
+            # as the benchmark does.
+            noisy_whole, level = _ct_noisy(wholes[index], config, rng)
+            noisy = central_crop(noisy_whole, data.val_size)
+        else:
+            noisy_batch, level_batch = add_noise(clean.transpose(2, 0, 1)[None], config.noise, rng)
+            noisy, level = noisy_batch[0].transpose(1, 2, 0), level_batch[0]
+            level = float(level) if level.ndim == 0 else level  # a (1, H, W) map
+            if config.noise.level_source == "estimate":  # what inference tells the network
+                level = blind_noise_level(noisy[..., 0] if noisy.shape[-1] == 1 else noisy)
+        val_noisy.append(noisy.transpose(2, 0, 1))
+        levels.append(level)
+    return TrainingData(
+        "synthetic",
+        train_images,
+        None,
+        val_noisy,
+        [clean.transpose(2, 0, 1) for clean in val_clean],
+        levels,
+        {
+            "train_images": len(train_images),
+            "val_images": len(val_sources),
+            "val_draws": data.val_draws,
+            "train": data.train,
+            "val": data.val,
+        },
+        val_sigmas=[
+            float(np.std(noisy - clean.transpose(2, 0, 1)))
+            for noisy, clean in zip(val_noisy, val_clean, strict=True)
+        ],
+    )
+
+
+def epoch_batches(
+    data: TrainingData, config: TrainConfig, epoch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+    """(noisy, clean or None, levels) float32 batches for one epoch, seeded by the epoch.
+
+    Levels are what a conditioned network is told: (B,) stds (per patch, true or with
+    ``noise.level_source: estimate`` the blind estimate on a window around it; per slice for CT,
+    where it is the blind estimate) or (B, 1, H, W) maps (``noise.level_map: signal-dependent``).
+    """
+    rng = np.random.default_rng([config.seed, epoch])
+    size = config.data.patch_size
+    count = config.data.patches_per_epoch
+    augment = config.data.augment
+    if data.mode == "paired":
+        assert data.train_partners is not None
+        noisy, clean, _ = sample_patches(
+            data.train_images, count, size, rng, augment=augment, partners=data.train_partners
+        )
+        assert clean is not None
+        levels = np.std(noisy - clean, axis=(1, 2, 3)).astype(np.float32)
+    elif data.mode == "self-supervised":
+        noisy, clean, sources = sample_patches(data.train_images, count, size, rng, augment=augment)
+        levels = data.train_levels[sources]
+    elif config.noise.kind == "low-dose-ct":
+        if not data.sinograms:  # computed once per run: a pool of clean sinograms at 1 mm
+            from meddenoise.noise import LowDoseCT
+
+            projector = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=1.0)
+            data.sinograms = [projector.sinogram(image[..., 0]) for image in data.train_images]
+        draws = [
+            _ct_noisy(image, config, rng, sinogram)
+            for image, sinogram in zip(data.train_images, data.sinograms, strict=True)
+        ]
+        noisy, clean, sources = sample_patches(
+            [noisy for noisy, _ in draws],
+            count,
+            size,
+            rng,
+            augment=augment,
+            partners=data.train_images,
+        )
+        assert clean is not None
+        levels = np.array([level for _, level in draws], dtype=np.float32)[sources]
+    elif config.noise.level_source == "estimate":
+        noisy, clean, levels = sample_blindly_levelled(
+            data.train_images, count, size, config.noise, rng, augment=augment
+        )
+    else:
+        clean, _, _ = sample_patches(data.train_images, count, size, rng, augment=augment)
+        noisy, levels = add_noise(clean, config.noise, rng)
+    if config.noise.level_jitter > 0:
+        # The network is told a slightly wrong level, as a blind estimate would be.
+        factors = np.exp(rng.normal(0.0, config.noise.level_jitter, len(levels)))
+        levels = (levels * factors.reshape(-1, *[1] * (levels.ndim - 1))).astype(np.float32)
+    order = rng.permutation(count)
+    for first in range(0, count, config.batch_size):
+        chosen = order[first : first + config.batch_size]
+        yield noisy[chosen], None if clean is None else clean[chosen], levels[chosen]
+
+
+def channels_last(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, W) for one channel, (H, W, 3) for three (the metrics' layouts)."""
+    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+
+
+def oracle_sigma(data: TrainingData, index: int) -> float:
+    """The true noise std of validation crop `index` (for classical methods), else the RMS of
+    the level the network is given."""
+    if data.val_sigmas:
+        return data.val_sigmas[index]
+    return float(np.sqrt(np.mean(np.square(data.val_levels[index]))))

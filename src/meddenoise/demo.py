@@ -1,13 +1,12 @@
 """`make demo`: real CT, CR and MR images, realistic noise, the default denoiser, a report.
 
-The images come from the pydicom-data package (installed with the dev extra; nothing downloads).
+The images come from the pydicom-data package (the `demo` extra; nothing downloads).
 Each is written three times in its own format (clean copy untouched, noisy, denoised) and the
 report shows clean / noisy / denoised / residual with PSNR and SSIM against the clean image.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -16,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from meddenoise import metrics
-from meddenoise.io import pixel_spacing_mm, read_image, write_image
-from meddenoise.noise import GaussianNoise, LowDoseCT, PoissonGaussianNoise
-from meddenoise.pipeline import denoise_image, make_method, transform_image
+from meddenoise.io import image_properties, read_image, write_image
+from meddenoise.methods import resolve
+from meddenoise.noise import GaussianNoise, LowDoseCT, PoissonGaussianNoise, fit_to_image
+from meddenoise.pipeline import denoise_image, transform_image
 from meddenoise.report import display_window, markdown_table, save_panels, write_text
 from meddenoise.types import NoiseModel
 
@@ -31,7 +31,7 @@ class DemoCase:
     file_name: str
     noise: NoiseModel
     noise_label: str
-    model: str = "default"  # the shipped model made for this case, used by method "default"
+    model: str | None = None  # the shipped model made for this case, used by method "default"
 
 
 DEMO_CASES = (
@@ -70,9 +70,9 @@ def _demo_file(name: str) -> Path:
 def case_method(method: str, case: DemoCase) -> str:
     """`method`, except that "default" means the shipped model made for the case (the low-dose
     CT model for the CT case) when its weights are installed."""
-    from meddenoise.pipeline import shipped_weights
+    from meddenoise.methods import shipped_weights
 
-    if method == "default" and case.model != "default" and shipped_weights(case.model):
+    if method == "default" and case.model is not None and shipped_weights(case.model):
         return case.model
     return method
 
@@ -85,11 +85,7 @@ def run_demo(output: Path, *, method: str = "default", seed: int = 0) -> Path:
     for case in DEMO_CASES:
         source = _demo_file(case.file_name)
         clean = read_image(source)
-        noise_model = case.noise
-        spacing = pixel_spacing_mm(clean)
-        if isinstance(noise_model, LowDoseCT) and spacing is not None:
-            # The slice's physical size sets its attenuation, hence its noise.
-            noise_model = dataclasses.replace(noise_model, pixel_spacing_mm=spacing)
+        noise_model = fit_to_image(case.noise, image_properties(clean))
         noisy_image = transform_image(
             clean,
             lambda unit: noise_model(unit, generator),  # noqa: B023 - used at once
@@ -102,7 +98,7 @@ def run_demo(output: Path, *, method: str = "default", seed: int = 0) -> Path:
         # Denoise what was written, with the clean image's mapping, so metrics share one scale.
         noisy.meta.mapping = clean.meta.mapping
         chosen = case_method(method, case)
-        denoiser = make_method(chosen, sigma=None, colour=False)
+        denoiser = resolve(chosen, colour=False)
         started = time.perf_counter()
         denoised = denoise_image(noisy, denoiser)
         seconds = time.perf_counter() - started

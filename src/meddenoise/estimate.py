@@ -291,3 +291,73 @@ def estimate_poisson_gaussian(image: np.ndarray, *, bins: int = 16) -> PoissonGa
             )
         expected = np.maximum(gain * means_array + offset, 1e-20)
     return PoissonGaussianFit(float(gain), float(np.sqrt(offset)))
+
+
+# --- what blind inference (and training that mimics it) is told -------------------------------
+
+# The blind noise estimate looks at this many pixels at most (four windows spread over a larger
+# image): enough patches for the PCA estimator, and its cost stays that of a 512² image, so large
+# radiographs scale linearly.
+ESTIMATE_PIXELS = 512 * 512
+
+
+def estimate_windows(image: np.ndarray, pixels: int = ESTIMATE_PIXELS) -> np.ndarray:
+    """At most `pixels` of `image` (H, W) or (H, W, C) for the blind noise estimate.
+
+    An image within the budget comes back whole, a long thin one its middle part.  A larger one
+    gives four windows, one centred
+    in each quadrant (so a radiograph's estimate sees more than its middle), returned as a
+    (planes, h, w) stack, colour channels split into planes: `estimate_sigma` pools the patches of
+    a stack's planes, as it pools a colour image's channels.
+    """
+    height, width = image.shape[:2]
+    if height * width <= pixels:
+        return image
+    side = int(np.sqrt(pixels / 4))
+    if min(height, width) < 2 * side:  # a long, thin image: its middle, within the budget
+        if height < width:
+            keep = max(pixels // height, 1)
+            start = (width - keep) // 2
+            return image[:, start : start + keep]
+        keep = max(pixels // width, 1)
+        start = (height - keep) // 2
+        return image[start : start + keep]
+    window_height, window_width = side, side
+    planes: list[np.ndarray] = []
+    for row in (height // 4, 3 * height // 4):
+        for column in (width // 4, 3 * width // 4):
+            top = min(max(row - window_height // 2, 0), height - window_height)
+            left = min(max(column - window_width // 2, 0), width - window_width)
+            window = image[top : top + window_height, left : left + window_width]
+            planes.extend([window] if window.ndim == 2 else np.moveaxis(window, -1, 0))
+    return np.stack(planes)
+
+
+def blind_noise_level(image: np.ndarray) -> float:
+    """The noise std a conditioned network is told for `image` (H, W) or (H, W, C) when none is
+    given: the PCA estimate on `estimate_windows`.  Training with ``noise.level_source:
+    estimate`` calls this too, so the network learns this estimator's errors."""
+    return float(estimate_sigma(estimate_windows(image)))
+
+
+def blind_noise_map(plane: np.ndarray) -> np.ndarray | None:
+    """A per-pixel noise std map for a grey `plane` with signal-dependent noise, else None.
+
+    The Poisson-Gaussian fit (on the estimate windows) decides: where the signal-dependent part
+    is under 5 % of the variance at the mean intensity the noise is taken as white and None
+    tells the caller to use the more precise scalar `blind_noise_level`, as it does for images
+    too small to fit.
+    """
+    windows = estimate_windows(plane)
+    # The windows side by side: the few residuals across their joins are outliers the fit's
+    # median absolute deviation ignores.
+    strip = np.concatenate(list(windows), axis=1) if windows.ndim == 3 else windows
+    try:
+        fit = estimate_poisson_gaussian(strip)
+    except ValueError:  # too small to fit: the scalar estimate copes
+        return None
+    # Judged at the mean intensity: a radiograph's median can be its dark background.
+    signal_variance = fit.gain * max(float(np.mean(plane)), 0.0)
+    if signal_variance <= 0.05 * (signal_variance + fit.sigma**2):
+        return None
+    return fit.std_map(plane)

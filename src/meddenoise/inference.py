@@ -24,14 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from meddenoise.types import FloatArray, layout_of
+from meddenoise.estimate import blind_noise_level, blind_noise_map
+from meddenoise.types import PRECISIONS, FloatArray, layout_of
 
 logger = logging.getLogger(__name__)
-
-# The blind noise estimate looks at this many pixels at most (four windows spread over a larger
-# image): enough patches for the PCA estimator, and its cost stays that of a 512² image, so large
-# radiographs scale linearly.
-ESTIMATE_PIXELS = 512 * 512
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -44,47 +40,6 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     count = int(np.ceil((length - tile) / stride)) + 1
     # Spread the tiles evenly so the last one ends exactly at the border.
     return [round(index * (length - tile) / (count - 1)) for index in range(count)]
-
-
-def estimate_windows(image: np.ndarray, pixels: int = ESTIMATE_PIXELS) -> np.ndarray:
-    """At most `pixels` of `image` (H, W) or (H, W, C) for the blind noise estimate.
-
-    An image within the budget comes back whole, a long thin one its middle part.  A larger one
-    gives four windows, one centred
-    in each quadrant (so a radiograph's estimate sees more than its middle), returned as a
-    (planes, h, w) stack, colour channels split into planes: `estimate_sigma` pools the patches of
-    a stack's planes, as it pools a colour image's channels.
-    """
-    height, width = image.shape[:2]
-    if height * width <= pixels:
-        return image
-    side = int(np.sqrt(pixels / 4))
-    if min(height, width) < 2 * side:  # a long, thin image: its middle, within the budget
-        if height < width:
-            keep = max(pixels // height, 1)
-            start = (width - keep) // 2
-            return image[:, start : start + keep]
-        keep = max(pixels // width, 1)
-        start = (height - keep) // 2
-        return image[start : start + keep]
-    window_height, window_width = side, side
-    planes: list[np.ndarray] = []
-    for row in (height // 4, 3 * height // 4):
-        for column in (width // 4, 3 * width // 4):
-            top = min(max(row - window_height // 2, 0), height - window_height)
-            left = min(max(column - window_width // 2, 0), width - window_width)
-            window = image[top : top + window_height, left : left + window_width]
-            planes.extend([window] if window.ndim == 2 else np.moveaxis(window, -1, 0))
-    return np.stack(planes)
-
-
-def blind_noise_level(image: np.ndarray) -> float:
-    """The noise std a conditioned network is told for `image` (H, W) or (H, W, C) when none is
-    given: the PCA estimate on `estimate_windows`.  Training with ``noise.level_source:
-    estimate`` calls this too, so the network learns this estimator's errors."""
-    from meddenoise.estimate import estimate_sigma
-
-    return float(estimate_sigma(estimate_windows(image)))
 
 
 def balanced_tile(length: int, tile: int, overlap: int) -> int:
@@ -220,9 +175,6 @@ def bf16_supported(device: torch.device | str = "cpu") -> bool:
     return False
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
 def resolve_precision(requested: str, device: torch.device | str = "cpu") -> str:
     """The precision to run: "bf16" only where `device` runs it natively, otherwise "fp32".
 
@@ -314,30 +266,10 @@ class NeuralDenoiser:
         return blind_noise_level(plane)
 
     def _noise_map(self, plane: np.ndarray) -> np.ndarray | None:
-        """A per-pixel std map for a grey `plane` with signal-dependent noise, else None.
-
-        The Poisson-Gaussian fit (on the estimate windows) decides: where the signal-dependent
-        part is under 5 % of the variance at the median intensity the noise is taken as white and
-        the more precise scalar PCA estimate is used instead, as it is for images too small to
-        fit.
-        """
+        """A per-pixel std map for a grey `plane` with signal-dependent noise, else None."""
         if self.level_map != "signal-dependent" or self.sigma is not None:
             return None
-        from meddenoise.estimate import estimate_poisson_gaussian
-
-        windows = estimate_windows(plane)
-        # The windows side by side: the few residuals across their joins are outliers the fit's
-        # median absolute deviation ignores.
-        strip = np.concatenate(list(windows), axis=1) if windows.ndim == 3 else windows
-        try:
-            fit = estimate_poisson_gaussian(strip)
-        except ValueError:  # too small to fit: the scalar estimate copes
-            return None
-        # Judged at the mean intensity: a radiograph's median can be its dark background.
-        signal_variance = fit.gain * max(float(np.mean(plane)), 0.0)
-        if signal_variance <= 0.05 * (signal_variance + fit.sigma**2):
-            return None
-        return fit.std_map(plane)
+        return blind_noise_map(plane)
 
     def _run(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) float32 with C == network channels -> same shape."""

@@ -91,3 +91,20 @@ def percentile_range(
     if high <= low:
         high = low + 1.0
     return IntensityMapping(float(low), float(high))
+
+
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    """A window typed as ``CENTER,WIDTH`` in modality units (e.g. ``40,400`` HU), or None.
+
+    >>> parse_window("40,400")
+    (40.0, 400.0)
+    """
+    if text is None:
+        return None
+    try:
+        center, width = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"window {text!r}: expected CENTER,WIDTH, e.g. 40,400") from None
+    if not (np.isfinite(center) and np.isfinite(width) and width > 0):
+        raise ValueError(f"window {text!r}: the width must be positive and both finite")
+    return center, width

@@ -15,9 +15,9 @@ import math
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from meddenoise.types import FloatArray, layout_of
+from meddenoise.types import STACK_PARTS, FloatArray, Layout, layout_of
 
-__all__ = ["mse", "psnr", "residual", "ssim", "summary"]
+__all__ = ["compare", "mse", "psnr", "residual", "ssim", "summary"]
 
 
 def _validated_pair(reference: FloatArray, test: FloatArray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,3 +96,57 @@ def summary(reference: FloatArray, test: FloatArray, *, data_range: float) -> di
         "ssim": ssim(reference, test, data_range=data_range),
         "mse": mse(reference, test),
     }
+
+
+def compare(
+    reference: np.ndarray,
+    test: np.ndarray,
+    *,
+    layout: Layout,
+    data_range: float | None = None,
+) -> dict[str, float]:
+    """PSNR, SSIM and MSE of two images of any `Layout`, and the data range used.
+
+    Stacked layouts ("volumes", "colour_frames") are scored as one array with their parts joined
+    along the first axis, so a 4-D NIfTI scores as one tall volume.
+
+    Parameters
+    ----------
+    reference
+        The clean image, in its modality units (HU for CT).
+    test
+        The image to score, same shape and units.
+    layout
+        The layout both arrays share (`ImageMeta.layout`).
+    data_range
+        Width of the intensity range for PSNR and SSIM; None takes the reference's max - min.
+
+    Returns
+    -------
+    dict
+        ``psnr`` (dB; ``inf`` for identical images), ``ssim``, ``mse`` and ``data_range``.
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ, or the data range is zero (a constant reference without one).
+
+    Examples
+    --------
+    >>> scores = compare(np.zeros((8, 8)), np.ones((8, 8)), layout="grey", data_range=1.0)
+    >>> scores["psnr"], scores["mse"]
+    (0.0, 1.0)
+    """
+    clean = np.asarray(reference, np.float64)
+    scored = np.asarray(test, np.float64)
+    if clean.shape != scored.shape:
+        raise ValueError(f"shapes differ: reference {clean.shape}, test {scored.shape}")
+    if layout in STACK_PARTS:
+        clean = clean.reshape(-1, *clean.shape[2:])
+        scored = scored.reshape(-1, *scored.shape[2:])
+    used_range = float(clean.max() - clean.min()) if data_range is None else float(data_range)
+    if not used_range > 0:
+        raise ValueError(
+            "data range is zero (constant reference); give --data-range (data_range= in Python)"
+        )
+    return {**summary(clean, scored, data_range=used_range), "data_range": used_range}

@@ -16,12 +16,16 @@ image given the clean one, in squared [0, 1] units.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from meddenoise.types import FloatArray, layout_of
+from meddenoise.arrays import central_crop
+from meddenoise.types import FloatArray, NoiseModel, layout_of
 
 __all__ = [
     "NOISE_MODELS",
@@ -31,6 +35,10 @@ __all__ = [
     "PoissonNoise",
     "SaltAndPepperNoise",
     "SpeckleNoise",
+    "fit_to_image",
+    "make_noise",
+    "make_noise_from_user_units",
+    "noise_parameters",
 ]
 
 _FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
@@ -329,6 +337,9 @@ class LowDoseCT:
     unit_attenuation_per_mm: float = 0.038
     count_floor: float = 1.0
     filter_name: str = "ramp"
+    # The slice's physical size sets its attenuation, hence its noise: `fit_to_image` fills the
+    # spacing from the file (DICOM PixelSpacing, NIfTI voxel size).
+    IMAGE_PROPERTIES: ClassVar[tuple[str, ...]] = ("pixel_spacing_mm",)
 
     def __post_init__(self) -> None:
         dose = _check_real("dose_fraction", self.dose_fraction)
@@ -416,7 +427,7 @@ class LowDoseCT:
             circle=False,
         )
         image = reconstruction / self.attenuation_per_pixel
-        return _crop_from_square(image, height, width).astype(np.float32)
+        return central_crop(image, height, width).astype(np.float32)
 
     def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
         array = _as_clean(clean, rng)
@@ -437,13 +448,7 @@ def _pad_to_square(image: np.ndarray, side: int) -> np.ndarray:
     return np.pad(image, ((top, side - height - top), (left, side - width - left)))
 
 
-def _crop_from_square(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    side = image.shape[0]
-    top, left = (side - height) // 2, (side - width) // 2
-    return image[top : top + height, left : left + width]
-
-
-NOISE_MODELS: dict[str, type] = {
+NOISE_MODELS: dict[str, type[NoiseModel]] = {
     "gaussian": GaussianNoise,
     "poisson": PoissonNoise,
     "poisson-gaussian": PoissonGaussianNoise,
@@ -451,4 +456,86 @@ NOISE_MODELS: dict[str, type] = {
     "speckle": SpeckleNoise,
     "salt-and-pepper": SaltAndPepperNoise,
 }
-"""Registered name -> noise model class, written out by hand (no scanning, no aliases)."""
+"""Registered name -> noise model class, written out by hand (no scanning, no aliases).
+
+This is the only noise dispatch: the CLI's ``--noise`` choices, `make_noise`, training's noise
+and the benchmark's settings all go through it, so a new model is one class and one line here.
+"""
+
+# Parameters in [0, 1] image units that the command line takes in 0-255 units of the mapped
+# range (``--sigma 25`` means 25 / 255), like every other noise level a user types.
+INTENSITY_PARAMETERS = frozenset({"sigma", "read_noise"})
+
+
+def noise_parameters(name: str) -> dict[str, bool]:
+    """The parameters of registered noise model `name`, each mapped to whether it is required.
+
+    >>> noise_parameters("poisson-gaussian")
+    {'photons': True, 'read_noise': True}
+    """
+    model = _registered(name)
+    return {
+        field.name: field.default is dataclasses.MISSING
+        and field.default_factory is dataclasses.MISSING
+        for field in dataclasses.fields(model)  # type: ignore[arg-type]
+    }
+
+
+def make_noise(name: str, **parameters: Any) -> NoiseModel:
+    """The registered noise model `name` built from `parameters` in [0, 1] image units.
+
+    Raises ValueError naming what is wrong: an unknown model, a parameter it does not take, a
+    required one missing, or a value out of range.
+
+    >>> make_noise("gaussian", sigma=0.1)
+    GaussianNoise(sigma=0.1)
+    """
+    accepted = noise_parameters(name)
+    unknown = sorted(set(parameters) - set(accepted))
+    if unknown:
+        raise ValueError(f"noise {name!r} takes {', '.join(accepted)}; not {', '.join(unknown)}")
+    missing = [key for key, required in accepted.items() if required and key not in parameters]
+    if missing:
+        raise ValueError(f"noise {name!r} needs {', '.join(missing)}")
+    return NOISE_MODELS[name](**parameters)
+
+
+def make_noise_from_user_units(name: str, values: Mapping[str, float | None]) -> NoiseModel:
+    """The registered noise model `name` from values as a user types them: noise levels
+    (`INTENSITY_PARAMETERS`) in 0-255 units of the mapped range; None means not given.
+
+    Values the model does not take are ignored, so one set of command-line flags serves every
+    model.  A missing required value raises ValueError naming it as a flag (``--read-noise``).
+
+    >>> make_noise_from_user_units("gaussian", {"sigma": 25.5, "photons": None})
+    GaussianNoise(sigma=0.1)
+    """
+    accepted = noise_parameters(name)
+    parameters = {
+        key: value / 255.0 if key in INTENSITY_PARAMETERS else value
+        for key, value in values.items()
+        if value is not None and key in accepted
+    }
+    missing = [key for key, required in accepted.items() if required and key not in parameters]
+    if missing:
+        flags = ", ".join("--" + key.replace("_", "-") for key in missing)
+        raise ValueError(f"noise {name!r} needs {flags}")
+    return make_noise(name, **parameters)
+
+
+def fit_to_image(model: NoiseModel, properties: Mapping[str, float | None]) -> NoiseModel:
+    """`model` with the parameters it takes from its image filled from `properties`.
+
+    A model lists those parameters in an ``IMAGE_PROPERTIES`` class attribute (low-dose CT: the
+    pixel spacing); `properties` are what the file says (`meddenoise.io.image_properties`), None
+    where it says nothing.  Other models come back unchanged.
+    """
+    names = getattr(type(model), "IMAGE_PROPERTIES", ())
+    known = {name: properties[name] for name in names if properties.get(name) is not None}
+    return dataclasses.replace(model, **known) if known else model  # type: ignore[type-var]
+
+
+def _registered(name: str) -> type[NoiseModel]:
+    if name not in NOISE_MODELS:
+        raise ValueError(f"unknown noise {name!r}; choose from {', '.join(NOISE_MODELS)}")
+    return NOISE_MODELS[name]

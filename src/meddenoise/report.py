@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from meddenoise.arrays import central_crop
 from meddenoise.io.base import atomic_write_with
+from meddenoise.types import Layout, is_colour
 
 
 def display_window(reference: np.ndarray) -> tuple[float, float]:
@@ -28,18 +30,11 @@ def to_display(
     return 1.0 - shown if invert else shown
 
 
-def middle_slice(image: np.ndarray, layout: str) -> np.ndarray:
+def middle_slice(image: np.ndarray, layout: Layout) -> np.ndarray:
     """A 2-D (or RGB) picture of any layout: the middle slice or frame of volumes."""
-    while image.ndim > (3 if layout in ("colour", "colour_frames") else 2):
+    while image.ndim > (3 if is_colour(layout) else 2):
         image = image[image.shape[0] // 2]
     return image
-
-
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The central `size` x `size` pixels (all of a smaller image)."""
-    top = max((image.shape[0] - size) // 2, 0)
-    left = max((image.shape[1] - size) // 2, 0)
-    return image[top : top + size, left : left + size]
 
 
 def save_panels(
@@ -72,7 +67,7 @@ def save_panels(
             shown = np.clip(picture / (2 * spread) + 0.5, 0.0, 1.0)
         else:
             shown = to_display(picture, window, invert=invert)
-        versions = [shown, center_crop(shown, crop_size)] if with_crops else [shown]
+        versions = [shown, central_crop(shown, crop_size)] if with_crops else [shown]
         for row, version in enumerate(versions):
             axis = axes[row][index]
             axis.imshow(version, cmap=None if version.ndim == 3 else "gray", vmin=0, vmax=1)

@@ -1,23 +1,28 @@
 """Training as small functions: data per epoch, one epoch (supervised, GAN, self-supervised),
 evaluation, checkpoints, and `fit`, which strings them together.
 
-- Seeding happens once, in `fit`, from the config's seed: torch's generator for the initial
-  weights; every epoch's patches and noise come from ``np.random.default_rng([seed, epoch])``,
-  so a resumed run draws exactly what an uninterrupted one would.
+- Seeding happens once, in `fit`, from the config's seed: torch's, numpy's and Python's global
+  generators (torch's gives the initial weights and the GAN generator's dropout); every epoch's
+  patches and noise come from ``np.random.default_rng([seed, epoch])``.  The global generators'
+  states go into the resume state after every epoch and come back on resume, so a resumed run
+  draws exactly what an uninterrupted one would.
+- Provenance: when a run starts, `fit` records the source commit and whether the tree was dirty,
+  walks the ``init`` chain (`meddenoise.splits.init_lineage`) and refuses a validation set that
+  any ancestor trained on; all of it goes into every checkpoint of the run.
 - Checkpoints: ``best.safetensors`` (by validation PSNR, or by validation loss when there is no
-  clean reference), ``last.safetensors`` and ``last.resume.pt`` (optimizer, scheduler, epoch;
-  read with ``weights_only=True``), plus ``metrics.csv``.
+  clean reference), ``last.safetensors`` and ``last.resume.safetensors`` (optimizer, scheduler,
+  epoch, random states: tensors in safetensors, the rest JSON; nothing unpickled), plus
+  ``metrics.csv``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,233 +32,43 @@ from torch import nn
 
 from meddenoise import metrics
 from meddenoise.checkpoint import (
+    global_random_states,
     load_resume_state,
     read_metadata,
+    restore_global_random_states,
     resume_path,
     save_checkpoint,
     save_resume_state,
+    seed_global_generators,
 )
 from meddenoise.config import TrainConfig, config_to_dict
 from meddenoise.data import (
-    DataError,
-    add_noise,
-    load_images,
-    load_paired,
-    sample_blindly_levelled,
-    sample_patches,
+    TrainingData,
+    channels_last,
+    epoch_batches,
+    oracle_sigma,
+    prepare_data,
 )
+from meddenoise.inference import resolve_precision
+from meddenoise.io.base import atomic_write_csv
 from meddenoise.losses import adversarial_loss, build_loss
+from meddenoise.methods import initial_weights
 from meddenoise.models import PatchDiscriminator, build_model
+from meddenoise.splits import resumed_record, start_record
 
 logger = logging.getLogger(__name__)
-VALIDATION_STREAM = 1_000_003  # a fixed, separate random stream for validation noise
+Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
 
 
-@dataclass
-class TrainingData:
-    """What one run trains and validates on (all float32 in [0, 1])."""
-
-    mode: str
-    train_images: list[np.ndarray]
-    train_partners: list[np.ndarray] | None  # paired mode: the clean partner of each image
-    val_noisy: list[np.ndarray]  # (C, H, W)
-    val_clean: list[np.ndarray] | None  # None: no clean reference (self-supervised)
-    val_levels: Sequence[float | np.ndarray]  # what the network is told: a std or a (1, H, W) map
-    summary: dict[str, Any] = field(default_factory=dict)
-    # The true noise std of each validation crop, std(noisy - clean), for the classical baselines
-    # (the network's level can be a blind estimate or a map); empty: use the levels' RMS.
-    val_sigmas: list[float] = field(default_factory=list)
-    # Self-supervised: the noise level estimated once per training image (for conditioned nets).
-    train_levels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    # Low-dose CT: the clean sinogram of each training image, computed on first use.
-    sinograms: list[np.ndarray] = field(default_factory=list)
-
-
-def _central_crop(image: np.ndarray, size: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    top, left = max((height - size) // 2, 0), max((width - size) // 2, 0)
-    return image[top : top + size, left : left + size]
-
-
-def _ct_noisy(
-    clean: np.ndarray,
-    config: TrainConfig,
-    rng: np.random.Generator,
-    unit_sinogram: np.ndarray | None = None,
-) -> tuple[np.ndarray, float]:
-    """A low-dose reconstruction of `clean` (H, W, 1) and its blind noise estimate.
-
-    Dose and pixel spacing are drawn from the config's ranges.  The noise-free sinogram is
-    dose-independent and linear in the spacing: pass a cached one computed at 1 mm spacing
-    (`unit_sinogram`) to skip the forward projection.  The level handed to a conditioned network
-    is the same blind estimate inference makes on the whole slice (FBP noise is correlated, so the
-    estimate is not the noise std; training on it keeps training and use consistent).
-    """
-    from meddenoise.inference import blind_noise_level
-    from meddenoise.noise import LowDoseCT
-
-    model = LowDoseCT(
-        dose_fraction=rng.uniform(*config.noise.dose_fraction_range),
-        pixel_spacing_mm=rng.uniform(*config.noise.pixel_spacing_range),
-    )
-    if unit_sinogram is None:
-        sinogram = model.sinogram(clean[..., 0])
-    else:
-        sinogram = unit_sinogram * model.pixel_spacing_mm
-    noisy = model.noisy_from_sinogram(sinogram, clean.shape[:2], rng)
-    noisy = np.asarray(noisy, dtype=np.float32)
-    return noisy[..., None], blind_noise_level(noisy)
-
-
-def prepare_data(config: TrainConfig) -> TrainingData:
-    """Load and map the images; build the fixed validation set."""
-    from meddenoise.inference import blind_noise_level
-
-    data = config.data
-    if data.mode == "paired":
-        assert data.root is not None
-        train = load_paired(data.root, "train", data)
-        val = load_paired(data.root, "val", data)
-        val_noisy = [_central_crop(image, data.val_size).transpose(2, 0, 1) for image in val.low]
-        val_clean = [_central_crop(image, data.val_size).transpose(2, 0, 1) for image in val.high]
-        levels = [
-            float(np.std(noisy - clean)) for noisy, clean in zip(val_noisy, val_clean, strict=True)
-        ]
-        return TrainingData(
-            "paired",
-            train.low,
-            train.high,
-            val_noisy,
-            val_clean,
-            levels,
-            {"train_pairs": len(train.low), "val_pairs": len(val.low), "root": str(data.root)},
-        )
-    train_images = load_images(data.train, data)
-    val_sources = load_images(data.val, data) if data.val else []
-    if data.mode == "self-supervised":
-        from meddenoise.estimate import estimate_sigma
-
-        val_noisy = [
-            _central_crop(image, data.val_size).transpose(2, 0, 1) for image in val_sources
-        ]
-        return TrainingData(
-            "self-supervised",
-            train_images,
-            None,
-            val_noisy,
-            None,
-            [float(estimate_sigma(image[0])) for image in val_noisy],
-            {"train_images": len(train_images), "val_images": len(val_noisy), "train": data.train},
-            train_levels=np.array(
-                [
-                    estimate_sigma(image[..., 0] if image.shape[-1] == 1 else image)
-                    for image in train_images
-                ],
-                dtype=np.float32,
-            ),
-        )
-    if not val_sources:
-        raise DataError("data.val: synthetic training needs validation images")
-    wholes = [image for image in val_sources for _ in range(data.val_draws)]
-    val_clean = [_central_crop(image, data.val_size) for image in wholes]
-    val_noisy, levels = [], []
-    for index, clean in enumerate(val_clean):
-        rng = np.random.default_rng([config.seed, VALIDATION_STREAM, index])
-        if config.noise.kind == "low-dose-ct":
-            # CT noise depends on the whole slice (every ray crosses it): simulate it, then crop,
-            # as the benchmark does.
-            noisy_whole, level = _ct_noisy(wholes[index], config, rng)
-            noisy = _central_crop(noisy_whole, data.val_size)
-        else:
-            noisy_batch, level_batch = add_noise(clean.transpose(2, 0, 1)[None], config.noise, rng)
-            noisy, level = noisy_batch[0].transpose(1, 2, 0), level_batch[0]
-            level = float(level) if level.ndim == 0 else level  # a (1, H, W) map
-            if config.noise.level_source == "estimate":  # what inference tells the network
-                level = blind_noise_level(noisy[..., 0] if noisy.shape[-1] == 1 else noisy)
-        val_noisy.append(noisy.transpose(2, 0, 1))
-        levels.append(level)
-    return TrainingData(
-        "synthetic",
-        train_images,
-        None,
-        val_noisy,
-        [clean.transpose(2, 0, 1) for clean in val_clean],
-        levels,
-        {
-            "train_images": len(train_images),
-            "val_images": len(val_sources),
-            "val_draws": data.val_draws,
-            "train": data.train,
-            "val": data.val,
-        },
-        val_sigmas=[
-            float(np.std(noisy - clean.transpose(2, 0, 1)))
-            for noisy, clean in zip(val_noisy, val_clean, strict=True)
-        ],
-    )
-
-
-def epoch_batches(
-    data: TrainingData, config: TrainConfig, epoch: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
-    """(noisy, clean or None, levels) batches for one epoch, seeded by the epoch.
-
-    Levels are what a conditioned network is told: (B,) stds (per patch, true or with
-    ``noise.level_source: estimate`` the blind estimate on a window around it; per slice for CT,
-    where it is the blind estimate) or (B, 1, H, W) maps (``noise.level_map: signal-dependent``).
-    """
-    rng = np.random.default_rng([config.seed, epoch])
-    size = config.data.patch_size
-    count = config.data.patches_per_epoch
-    augment = config.data.augment
-    if data.mode == "paired":
-        assert data.train_partners is not None
-        noisy, clean, _ = sample_patches(
-            data.train_images, count, size, rng, augment=augment, partners=data.train_partners
-        )
-        assert clean is not None
-        levels = np.std(noisy - clean, axis=(1, 2, 3)).astype(np.float32)
-    elif data.mode == "self-supervised":
-        noisy, clean, sources = sample_patches(data.train_images, count, size, rng, augment=augment)
-        levels = data.train_levels[sources]
-    elif config.noise.kind == "low-dose-ct":
-        if not data.sinograms:  # computed once per run: a pool of clean sinograms at 1 mm
-            from meddenoise.noise import LowDoseCT
-
-            projector = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=1.0)
-            data.sinograms = [projector.sinogram(image[..., 0]) for image in data.train_images]
-        draws = [
-            _ct_noisy(image, config, rng, sinogram)
-            for image, sinogram in zip(data.train_images, data.sinograms, strict=True)
-        ]
-        noisy, clean, sources = sample_patches(
-            [noisy for noisy, _ in draws],
-            count,
-            size,
-            rng,
-            augment=augment,
-            partners=data.train_images,
-        )
-        assert clean is not None
-        levels = np.array([level for _, level in draws], dtype=np.float32)[sources]
-    elif config.noise.level_source == "estimate":
-        noisy, clean, levels = sample_blindly_levelled(
-            data.train_images, count, size, config.noise, rng, augment=augment
-        )
-    else:
-        clean, _, _ = sample_patches(data.train_images, count, size, rng, augment=augment)
-        noisy, levels = add_noise(clean, config.noise, rng)
-    if config.noise.level_jitter > 0:
-        # The network is told a slightly wrong level, as a blind estimate would be.
-        factors = np.exp(rng.normal(0.0, config.noise.level_jitter, len(levels)))
-        levels = (levels * factors.reshape(-1, *[1] * (levels.ndim - 1))).astype(np.float32)
-    order = rng.permutation(count)
-    for first in range(0, count, config.batch_size):
-        chosen = order[first : first + config.batch_size]
+def as_tensors(
+    batches: Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+) -> Iterator[Batch]:
+    """`data.epoch_batches`' numpy (noisy, clean or None, levels) as tensors sharing memory."""
+    for noisy, clean, levels in batches:
         yield (
-            torch.from_numpy(noisy[chosen]),
-            None if clean is None else torch.from_numpy(clean[chosen]),
-            torch.from_numpy(levels[chosen]),
+            torch.from_numpy(noisy),
+            None if clean is None else torch.from_numpy(clean),
+            torch.from_numpy(levels),
         )
 
 
@@ -271,7 +86,7 @@ def run_network(network: nn.Module, noisy: torch.Tensor, levels: torch.Tensor) -
 def train_one_epoch(
     network: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]],
+    batches: Iterator[Batch],
     loss_function: Any,
     *,
     bf16: bool = False,
@@ -325,7 +140,7 @@ def neighbour_subsample(
 def train_one_epoch_self_supervised(
     network: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]],
+    batches: Iterator[Batch],
     generator: torch.Generator,
     regularisation: float = 1.0,
 ) -> float:
@@ -356,7 +171,7 @@ def train_one_epoch_gan(
     generator_network: nn.Module,
     discriminator: nn.Module,
     optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]],
+    batches: Iterator[Batch],
     config: TrainConfig,
 ) -> float:
     """pix2pix epoch: the discriminator sees (noisy, clean) vs (noisy, denoised); the generator
@@ -389,11 +204,6 @@ def train_one_epoch_gan(
     return total / max(count, 1)
 
 
-def channels_last(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) -> (H, W) for one channel, (H, W, 3) for three (the metrics' layouts)."""
-    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-
-
 @torch.no_grad()
 def evaluate(network: nn.Module, data: TrainingData) -> dict[str, float]:
     """Validation metrics: PSNR, SSIM, MSE (data range 1) against clean references, means over
@@ -414,14 +224,6 @@ def evaluate(network: nn.Module, data: TrainingData) -> dict[str, float]:
         )
         scores["mse"].append(metrics.mse(clean, output))
     return {key: float(np.mean(values)) for key, values in scores.items() if values}
-
-
-def oracle_sigma(data: TrainingData, index: int) -> float:
-    """The true noise std of validation crop `index` (for classical methods), else the RMS of
-    the level the network is given."""
-    if data.val_sigmas:
-        return data.val_sigmas[index]
-    return float(np.sqrt(np.mean(np.square(data.val_levels[index]))))
 
 
 def validation_baselines(data: TrainingData, methods: list[str]) -> dict[str, float]:
@@ -472,35 +274,6 @@ def save_gan_figure(path: Path, network: nn.Module, data: TrainingData) -> None:
     save_panels(path, panels, window=(0.0, 1.0))
 
 
-def initial_weights(
-    source: str, model: str, arguments: dict[str, Any] | None = None
-) -> dict[str, torch.Tensor]:
-    """Weights to fine-tune from: a checkpoint path or a shipped model name (same network).
-
-    A grey cond_unet may start a colour one (`arguments` with more channels): its weights are
-    widened by `widen_grey_weights`, so a colour model starts from everything the grey one learnt.
-    """
-    from safetensors.torch import load_file
-
-    from meddenoise.checkpoint import CheckpointError
-    from meddenoise.pipeline import SHIPPED_WEIGHTS, shipped_weights
-
-    path = shipped_weights(source) if source in SHIPPED_WEIGHTS else Path(source)
-    if path is None or not path.is_file():
-        raise CheckpointError(f"init: no weights at {source!r}")
-    recorded = read_metadata(path)["model"]
-    if recorded != model:
-        raise CheckpointError(f"init: {source} holds a {recorded}, the config trains a {model}")
-    state = load_file(str(path))
-    channels = int((arguments or {}).get("channels", 1))
-    if model == "cond_unet" and channels > 1 and state["head.weight"].shape[1] == 8:
-        from meddenoise.models.cond_unet import widen_grey_weights
-
-        logger.info("init: widening the grey %s weights to %d channels", source, channels)
-        state = widen_grey_weights(state, channels)
-    return state
-
-
 @dataclass
 class FitResult:
     best: Path
@@ -516,15 +289,20 @@ def fit(
     progress: bool | None = None,
     stop_after: int | None = None,
 ) -> FitResult:
-    """Train as `config` says; resume from ``last.resume.pt`` when `resume` is true.
+    """Train as `config` says; resume from ``last.resume.safetensors`` when `resume` is true.
 
     `stop_after` ends this run after that many epochs (a time-boxed session); the schedule is
-    still the one for `config.epochs`, so a later ``resume=True`` continues exactly.
+    still the one for `config.epochs`, so a later ``resume=True`` continues exactly.  A new run
+    refuses to start when its validation set is contaminated (`meddenoise.splits.start_record`).
     """
     from tqdm import tqdm
 
-    torch.manual_seed(config.seed)  # the one place seeding happens: initial weights
     output = config.output
+    best_path, last_path = output / "best.safetensors", output / "last.safetensors"
+    # Recorded before any work, so every checkpoint names the code the run started from; a
+    # contaminated init chain stops the run here (ProvenanceError).
+    provenance = None if resume else start_record(config_to_dict(config), config.init)
+    seed_global_generators(config.seed)  # the one place seeding happens
     output.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config)
     network = build_model(config.model.name, **config.model.arguments)
@@ -547,9 +325,9 @@ def fit(
         )
     loss_function = build_loss(config.loss)
     self_generator = torch.Generator().manual_seed(config.seed)
-    best_path, last_path = output / "best.safetensors", output / "last.safetensors"
     history: list[dict[str, float]] = []
     start_epoch, best_score, stale = 0, -math.inf, 0
+    resumed_random_states = None
     if resume:
         from safetensors.torch import load_file
 
@@ -563,9 +341,18 @@ def fit(
             discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
         start_epoch, best_score, stale = state["epoch"], state["best_score"], state["stale"]
         history = list(state["history"])
+        resumed_random_states = state["random"]
+        provenance = resumed_record(read_metadata(last_path), start_epoch)
+    assert provenance is not None
     baseline = validation_baselines(data, config.baselines)
     for key, value in baseline.items():
         logger.info("validation baseline %s: %.3f", key, value)
+    if resumed_random_states is not None:
+        # Last, after everything that may draw from them: the next epoch starts from the states
+        # the interrupted run would have had.
+        restore_global_random_states(resumed_random_states)
+    # A config's bf16 runs as bf16 only where the CPU has it natively: emulated, it is slower.
+    bf16 = resolve_precision(config.precision) == "bf16"
     log_path = output / "metrics.csv"
     started = time.perf_counter()
     show = sys.stderr.isatty() if progress is None else progress
@@ -577,7 +364,7 @@ def fit(
         total=config.epochs,
     ):
         epoch_start = time.perf_counter()
-        batches = epoch_batches(data, config, epoch)
+        batches = as_tensors(epoch_batches(data, config, epoch))
         if discriminator is not None and discriminator_optimizer is not None:
             train_loss = train_one_epoch_gan(
                 network, discriminator, (optimizer, discriminator_optimizer), batches, config
@@ -592,7 +379,7 @@ def fit(
                 optimizer,
                 batches,
                 loss_function,
-                bf16=config.precision == "bf16",
+                bf16=bf16,
                 clip_gradients=config.clip_gradients,
             )
         learning_rate = optimizer.param_groups[0]["lr"]
@@ -619,6 +406,7 @@ def fit(
             else data.mode,
             "epoch": epoch + 1,
             "wall_seconds": time.perf_counter() - started,
+            **provenance,
         }
         model_arguments = dict(config.model.arguments)
         if score > best_score:
@@ -645,35 +433,14 @@ def fit(
             resume_state["discriminator_optimizer"] = discriminator_optimizer.state_dict()
             if (epoch + 1) % config.gan.figure_every == 0:  # type: ignore[union-attr]
                 save_gan_figure(output / "figures" / f"epoch_{epoch + 1:04d}.png", network, data)
+        # Taken after everything of this epoch that may draw: what the next epoch starts from.
+        resume_state["random"] = global_random_states()
         save_resume_state(resume_path(last_path), resume_state)
-        _write_log(log_path, history)
+        fields = sorted({key for row in history for key in row}, key=lambda k: (k != "epoch", k))
+        atomic_write_csv(log_path, history, fields)
         if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
             break
         if config.early_stopping is not None and stale >= config.early_stopping:
             logger.info("early stopping after %d epochs without improvement", stale)
             break
     return FitResult(best_path, last_path, history, baseline)
-
-
-def _write_log(path: Path, history: list[dict[str, float]]) -> None:
-    from meddenoise.io.base import atomic_write_with
-
-    fields = sorted({key for row in history for key in row}, key=lambda key: (key != "epoch", key))
-
-    def write(target: Path) -> None:
-        with open(target, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(history)
-
-    atomic_write_with(path, write)
-
-
-def checkpoint_summary(path: Path) -> dict[str, Any]:
-    """Model, epoch and validation metrics recorded in a checkpoint."""
-    metadata = read_metadata(path)
-    return {
-        "model": metadata["model"],
-        "epoch": metadata.get("epoch"),
-        "metrics": metadata.get("metrics"),
-    }

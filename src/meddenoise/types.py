@@ -6,23 +6,80 @@ Axis convention for arrays handed to a denoiser or a noise model (float32, value
 - ``(H, W, 3)``     a colour image (RGB, channels last),
 - ``(D, H, W)``     a volume (slices first); any 3-D array whose last axis is not 3 is a volume.
 
+An `Image` read from a file may also hold a stack of those, which the pipeline hands over one part
+at a time: ``(T, D, H, W)`` volumes (4-D NIfTI) and ``(T, H, W, 3)`` colour frames (a multi-frame
+colour DICOM).  `Layout` names all five; it is the only vocabulary for layouts in meddenoise.
+
 A denoiser returns an array of the same shape.  Noise models and denoisers never touch files or
 metadata: `io/` reads and writes, `intensity.py` maps modality units to [0, 1] and back.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+# Network arithmetic: "auto" runs bf16 only where the device runs it natively (inference.py).
+PRECISIONS = ("auto", "fp32", "bf16")
 FloatArray = npt.NDArray[np.floating]
-Layout = Literal["grey", "colour", "volume"]
+Layout = Literal["grey", "colour", "volume", "volumes", "colour_frames"]
+"""How an array's axes are laid out: "grey" (H, W), "colour" (H, W, 3), "volume" (D, H, W) are
+what a denoiser or a noise model is handed; "volumes" (T, D, H, W) and "colour_frames"
+(T, H, W, 3) are stacks of them that only an `Image` holds."""
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+STACK_PARTS: dict[Layout, Layout] = {"volumes": "volume", "colour_frames": "colour"}
+"""The layout of each part of a stacked layout; the pipeline denoises a stack part by part."""
+
+
+def is_colour(layout: Layout) -> bool:
+    """Whether arrays of `layout` hold RGB samples in their last axis (a colour method is needed).
+
+    Parameters
+    ----------
+    layout
+        One of `LAYOUTS`.
+
+    Returns
+    -------
+    bool
+        True for "colour" and "colour_frames".
+
+    Examples
+    --------
+    >>> is_colour("colour_frames"), is_colour("volume")
+    (True, False)
+    """
+    return layout in ("colour", "colour_frames")
 
 
 def layout_of(image: np.ndarray) -> Layout:
-    """Name the layout of `image` under the axis convention above; raise for anything else."""
+    """Name the layout of `image` under the axis convention above; raise for anything else.
+
+    Only the three layouts a denoiser takes are returned: a 4-D array is refused, since whether it
+    holds volumes or colour frames is known only to the file it came from (`ImageMeta.layout`).
+
+    Parameters
+    ----------
+    image
+        An array under the axis convention above.
+
+    Returns
+    -------
+    Layout
+        "grey", "colour" or "volume".
+
+    Raises
+    ------
+    ValueError
+        For arrays of any other number of dimensions.
+
+    Examples
+    --------
+    >>> layout_of(np.zeros((4, 5, 3)))
+    'colour'
+    """
     if image.ndim == 2:
         return "grey"
     if image.ndim == 3:

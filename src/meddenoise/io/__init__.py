@@ -4,16 +4,24 @@ The format is chosen by content where the file says what it is (DICOM's 'DICM', 
 signatures) and by suffix otherwise (NIfTI).  A folder of single-frame DICOM slices of one series is
 read as a (D, H, W) volume.  Nothing about a file format leaks past this package: callers see an
 `Image` whose array is in modality units and whose `meta` knows how to write it back.
+
+Every format is one entry of `FORMATS`; adding a format is one module with a reader and a writer
+plus one entry there (see `FileFormat`).  Readers are imported on first use, so importing
+`meddenoise.io` does not load pydicom, nibabel, Pillow or tifffile.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from meddenoise.intensity import IntensityMapping
 from meddenoise.io.base import (
     DEFAULT_MAX_PIXELS,
+    FileFormat,
     Image,
     ImageError,
     ImageMeta,
@@ -24,73 +32,208 @@ from meddenoise.io.base import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "FORMATS",
+    "FileFormat",
     "Image",
     "ImageError",
     "ImageMeta",
     "PixelLimitError",
     "WriteReport",
     "detect_format",
+    "format_for_suffix",
+    "image_properties",
+    "is_image_file",
     "pixel_spacing_mm",
     "read_image",
+    "suffixes",
     "write_image",
 ]
 
-SUFFIX_FORMATS = {
-    ".png": "png",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".nii": "nifti",
-    ".dcm": "dicom",
-    ".dicom": "dicom",
-    ".ima": "dicom",
+# The most bytes a signature check reads: DICOM's 'DICM' sits after a 128-byte preamble.
+HEAD_SIZE = 132
+
+
+def _lazy(module: str, function: str, **bound: Any) -> Callable[..., Any]:
+    """`module.function` with `bound` keywords, imported on its first call, not at import time."""
+
+    def call(*args: Any, **keywords: Any) -> Any:
+        return getattr(importlib.import_module(module), function)(*args, **bound, **keywords)
+
+    call.__name__ = call.__qualname__ = function
+    return call
+
+
+_DICOM = "meddenoise.io.dicom"
+_RASTER = "meddenoise.io.raster"
+_NIFTI = "meddenoise.io.nifti"
+
+FORMATS: dict[str, FileFormat] = {
+    "dicom": FileFormat(
+        suffixes=(".dcm", ".dicom", ".ima"),
+        read=_lazy(_DICOM, "read_dicom"),
+        write=_lazy(_DICOM, "write_dicom"),
+        signatures=((128, b"DICM"),),
+        read_folder=_lazy(_DICOM, "read_dicom_folder"),
+        pixel_spacing=_lazy(_DICOM, "pixel_spacing"),
+    ),
+    "png": FileFormat(
+        suffixes=(".png",),
+        read=_lazy(_RASTER, "read_pillow", file_format="png"),
+        write=_lazy(_RASTER, "write_raster", file_format="png"),
+        signatures=((0, b"\x89PNG\r\n\x1a\n"),),
+    ),
+    "tiff": FileFormat(
+        suffixes=(".tif", ".tiff"),
+        read=_lazy(_RASTER, "read_tiff"),
+        write=_lazy(_RASTER, "write_raster", file_format="tiff"),
+        signatures=((0, b"II*\x00"), (0, b"MM\x00*"), (0, b"II+\x00"), (0, b"MM\x00+")),
+    ),
+    "jpeg": FileFormat(
+        suffixes=(".jpg", ".jpeg"),
+        read=_lazy(_RASTER, "read_pillow", file_format="jpeg"),
+        write=_lazy(_RASTER, "write_raster", file_format="jpeg"),
+        signatures=((0, b"\xff\xd8\xff"),),
+    ),
+    "nifti": FileFormat(
+        suffixes=(".nii", ".nii.gz"),
+        read=_lazy(_NIFTI, "read_nifti"),
+        write=_lazy(_NIFTI, "write_nifti"),
+        pixel_spacing=_lazy(_NIFTI, "pixel_spacing"),
+    ),
 }
+"""Format name (the `ImageMeta.format` its reader sets) -> how to recognise, read and write it.
+
+Written out by hand, no scanning.  Content signatures are tried in this order before any suffix.
+"""
 
 
-def detect_format(path: Path) -> str:
-    """'dicom', 'png', 'tiff', 'jpeg' or 'nifti', from the file's first bytes and its suffix."""
-    if path.is_dir():
-        return "dicom-series"
+def suffixes() -> tuple[str, ...]:
+    """Every file name ending a registered format claims, lower case with the dot.
+
+    Returns
+    -------
+    tuple of str
+        E.g. ``(".dcm", ".dicom", ".ima", ".png", ..., ".nii.gz")``, in registry order.
+
+    Examples
+    --------
+    >>> ".nii.gz" in suffixes() and ".png" in suffixes()
+    True
+    """
+    return tuple(suffix for file_format in FORMATS.values() for suffix in file_format.suffixes)
+
+
+def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
+    """The registered format whose suffix ends `path`'s name, or None.
+
+    Parameters
+    ----------
+    path
+        A file name or path; only its name is looked at, case-insensitively.
+
+    Returns
+    -------
+    str or None
+        A key of `FORMATS`; the longest matching suffix wins (".nii.gz" before ".gz").
+
+    Examples
+    --------
+    >>> format_for_suffix("scan.NII.GZ"), format_for_suffix("notes.txt")
+    ('nifti', None)
+    """
+    name = Path(path).name.lower()
+    matches = [
+        (len(suffix), format_name)
+        for format_name, file_format in FORMATS.items()
+        for suffix in file_format.suffixes
+        if name.endswith(suffix)
+    ]
+    return max(matches)[1] if matches else None
+
+
+def _read_head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(HEAD_SIZE)
+
+
+def _format_by_signature(head: bytes) -> str | None:
+    for format_name, file_format in FORMATS.items():
+        for offset, signature in file_format.signatures:
+            if head[offset : offset + len(signature)] == signature:
+                return format_name
+    return None
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a batch should take `path` as an input image, judged without decoding it.
+
+    A visible file (its name not starting with '.') whose name ends in a registered suffix, or
+    whose first bytes carry a registered signature (a DICOM file named without '.dcm').  The file
+    may still fail to read: this only decides what a folder's images are.
+
+    Parameters
+    ----------
+    path
+        A file.
+
+    Returns
+    -------
+    bool
+        False for hidden files, folders, unreadable files and anything unrecognised.
+    """
+    path = Path(path)
+    if path.name.startswith("."):
+        return False
+    if format_for_suffix(path) is not None:
+        return True
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
+        head = _read_head(path)
+    except OSError:
+        return False
+    return _format_by_signature(head) is not None
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """The registered format of a file or folder: by content where it says, by suffix otherwise.
+
+    Parameters
+    ----------
+    path
+        A file, or a folder (read by the format that reads folders: DICOM series).
+
+    Returns
+    -------
+    str
+        A key of `FORMATS`.
+
+    Raises
+    ------
+    ImageError
+        For an empty or unopenable file, a file whose content contradicts its suffix, and
+        anything no registered format recognises.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for format_name, file_format in FORMATS.items():
+            if file_format.read_folder is not None:
+                return format_name
+        raise ImageError(path, "is a folder, and no registered format reads folders")
+    try:
+        head = _read_head(path)
     except OSError as error:
         raise ImageError(path, f"cannot open: {error.strerror or error}") from None
     if not head:
         raise ImageError(path, "empty file")
-    name = path.name.lower()
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if name.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    suffix = path.suffix.lower()
-    if suffix in SUFFIX_FORMATS:
-        expected = SUFFIX_FORMATS[suffix]
-        raise ImageError(path, f"not a valid {expected.upper()} file (its content does not match)")
-    raise ImageError(path, f"unsupported file type {path.suffix or '(no suffix)'!r}")
-
-
-def _series_files(folder: Path) -> list[Path]:
-    from meddenoise.io.dicom import series_key
-
-    files = sorted(entry for entry in folder.iterdir() if entry.is_file())
-    keyed = [(entry, series_key(entry)) for entry in files]
-    dicom_files = [(entry, key) for entry, key in keyed if key is not None]
-    if not dicom_files:
-        raise ImageError(folder, "folder holds no DICOM files")
-    series = {key for _, key in dicom_files}
-    if len(series) > 1:
-        raise ImageError(
-            folder, f"folder holds {len(series)} DICOM series; give one series a folder"
-        )
-    return [entry for entry, _ in dicom_files]
+    by_signature = _format_by_signature(head)
+    if by_signature is not None:
+        return by_signature
+    by_suffix = format_for_suffix(path)
+    if by_suffix is None:
+        raise ImageError(path, f"unsupported file type {path.suffix or '(no suffix)'!r}")
+    if FORMATS[by_suffix].signatures:
+        # The name promises a format whose files always start with its signature: they do not.
+        raise ImageError(path, f"not a valid {by_suffix.upper()} file (its content does not match)")
+    return by_suffix
 
 
 def read_image(
@@ -99,37 +242,39 @@ def read_image(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     window: tuple[float, float] | None = None,
 ) -> Image:
-    """Read a DICOM file or series folder, NIfTI, PNG, TIFF or JPEG.
+    """Read a DICOM file or series folder, NIfTI, PNG, TIFF or JPEG (any format in `FORMATS`).
 
-    Returns an `Image` whose array is in modality units (HU for CT) and whose meta carries the
-    mapping to [0, 1]: the image's own value range, or `window` = (center, width) when given.
-    Raises `ImageError` (one line naming the file and the reason) for anything it cannot read,
-    and `PixelLimitError` for images over `max_pixels` (None lifts the limit).
+    Parameters
+    ----------
+    path
+        A file, or a folder holding the single-frame slices of one DICOM series.
+    max_pixels
+        Refuse images with more pixels than this before decoding them; None lifts the limit.
+    window
+        ``(center, width)`` in modality units to map to [0, 1] instead of the image's own range.
+
+    Returns
+    -------
+    Image
+        The array in modality units (HU for CT); `meta` carries the mapping to [0, 1] and what
+        writing it back needs.
+
+    Raises
+    ------
+    ImageError
+        One line naming the file and the reason, for anything it cannot read.
+    PixelLimitError
+        For images over `max_pixels`.
     """
     path = Path(path)
     if not path.exists():
         raise ImageError(path, "no such file or folder")
-    file_format = detect_format(path)
-    if file_format == "dicom-series":
-        from meddenoise.io.dicom import read_dicom_series
-
-        image = read_dicom_series(_series_files(path), folder=path, max_pixels=max_pixels)
-    elif file_format == "dicom":
-        from meddenoise.io.dicom import read_dicom
-
-        image = read_dicom(path, max_pixels=max_pixels)
-    elif file_format == "nifti":
-        from meddenoise.io.nifti import read_nifti
-
-        image = read_nifti(path, max_pixels=max_pixels)
-    elif file_format == "tiff":
-        from meddenoise.io.raster import read_tiff
-
-        image = read_tiff(path, max_pixels=max_pixels)
+    format_name = detect_format(path)
+    file_format = FORMATS[format_name]
+    if path.is_dir() and file_format.read_folder is not None:
+        image = file_format.read_folder(path, max_pixels=max_pixels)
     else:
-        from meddenoise.io.raster import read_pillow
-
-        image = read_pillow(path, file_format, max_pixels=max_pixels)
+        image = file_format.read(path, max_pixels=max_pixels)
     if window is not None:
         image.meta.mapping = IntensityMapping.from_window(*window)
     return image
@@ -138,32 +283,31 @@ def read_image(
 def write_image(image: Image, path: str | os.PathLike[str]) -> WriteReport:
     """Write `image` in its source's format to `path` (a folder for a DICOM series), atomically.
 
-    Refuses to overwrite the image's own source.  Values that do not fit the stored range are
-    clipped, never wrapped, and counted in the returned report.
+    Parameters
+    ----------
+    image
+        An image read by `read_image`, usually transformed by `meddenoise.pipeline`.
+    path
+        The output file (or folder for a series); its parent folders are created.
+
+    Returns
+    -------
+    WriteReport
+        The files written and how many values were clipped into the stored range (clipped,
+        never wrapped).
+
+    Raises
+    ------
+    ImageError
+        When `path` is the image's own source (never overwritten) or the format cannot be written.
     """
     path = Path(path)
     if image.meta.source is not None:
         refuse_overwriting_input(path, [image.meta.source])
-    file_format = image.meta.format
-    if file_format == "dicom":
-        from meddenoise.io.dicom import write_dicom
-
-        if len(image.meta.details.datasets) > 1:
-            if path.exists() and not path.is_dir():
-                raise ImageError(path, "a DICOM series is written to a folder, not a file")
-            for name in image.meta.details.file_names:
-                if image.meta.source is not None:
-                    refuse_overwriting_input(path / name, [image.meta.source / name])
-        return write_dicom(image, path)
-    if file_format == "nifti":
-        from meddenoise.io.nifti import write_nifti
-
-        return write_nifti(image, path)
-    if file_format in ("png", "tiff", "jpeg"):
-        from meddenoise.io.raster import write_raster
-
-        return write_raster(image, path, file_format)
-    raise ImageError(path, f"cannot write format {file_format!r}")
+    file_format = FORMATS.get(image.meta.format)
+    if file_format is None:
+        raise ImageError(path, f"cannot write format {image.meta.format!r}")
+    return file_format.write(image, path)
 
 
 def pixel_spacing_mm(image: Image) -> float | None:
@@ -172,24 +316,22 @@ def pixel_spacing_mm(image: Image) -> float | None:
     DICOM: PixelSpacing (or ImagerPixelSpacing for projection radiographs, or an enhanced
     object's shared or first per-frame pixel measures); NIfTI: the first two voxel sizes,
     converted from the header's spatial unit (mm when it names none).
+
+    Parameters
+    ----------
+    image
+        An image read by `read_image`.
+
+    Returns
+    -------
+    float or None
+        The mean of the row and column spacing; None when missing or implausible (outside
+        (0, 1000) mm), since unknown is better than wrong.
     """
-    details = image.meta.details
-    spacing = None
-    if image.meta.format == "dicom":
-        dataset = details.datasets[0]
-        spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
-        for groups_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-            if spacing is not None:
-                break
-            try:  # enhanced objects: shared, else the first frame's pixel measures
-                groups = getattr(dataset, groups_name)[0]
-                spacing = groups.PixelMeasuresSequence[0].PixelSpacing
-            except (AttributeError, IndexError, KeyError):
-                spacing = None
-    elif image.meta.format == "nifti":
-        unit = details.header.get_xyzt_units()[0]
-        to_mm = {"mm": 1.0, "meter": 1000.0, "micron": 0.001}.get(unit, 1.0)  # unknown: NIfTI's mm
-        spacing = [float(zoom) * to_mm for zoom in details.header.get_zooms()[:2]]
+    file_format = FORMATS.get(image.meta.format)
+    if file_format is None or file_format.pixel_spacing is None:
+        return None
+    spacing = file_format.pixel_spacing(image)
     if spacing is None:
         return None
     try:
@@ -199,3 +341,19 @@ def pixel_spacing_mm(image: Image) -> float | None:
     if len(values) != 2 or not all(0 < value < 1e3 for value in values):
         return None  # missing or implausible: better unknown than wrong
     return (values[0] + values[1]) / 2
+
+
+def image_properties(image: Image) -> dict[str, float | None]:
+    """What the file says about its image that a noise model may take (`noise.fit_to_image`).
+
+    Parameters
+    ----------
+    image
+        An image read by `read_image`.
+
+    Returns
+    -------
+    dict
+        ``pixel_spacing_mm``: `pixel_spacing_mm`, None where the file says nothing.
+    """
+    return {"pixel_spacing_mm": pixel_spacing_mm(image)}

@@ -5,21 +5,20 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from meddenoise.intensity import IntensityMapping
+from meddenoise.types import Layout
 
 # Admits a 1000-slice 512 x 512 CT (262,144,000 voxels) and a 4096 x 4096 radiograph; refuses a PNG
 # that declares 30000 x 30000 or a DICOM that declares 65535 x 65535 x 1000 frames before any pixel
 # buffer is allocated.
 DEFAULT_MAX_PIXELS = 300_000_000
-
-ImageLayout = Literal["grey", "colour", "volume", "volumes"]
 
 
 class ImageError(Exception):
@@ -53,19 +52,20 @@ class ImageMeta:
     """What is needed to write an image back exactly.
 
     - `format`: "dicom", "png", "tiff", "jpeg" or "nifti".
-    - `layout`: how `Image.array` is laid out: "grey" (H, W), "colour" (H, W, 3), "volume" (D, H, W)
-      or "volumes" (T, D, H, W) for 4-D NIfTI.
+    - `layout`: how `Image.array` is laid out (`meddenoise.types.Layout`): "grey" (H, W), "colour"
+      (H, W, 3), "volume" (D, H, W), "volumes" (T, D, H, W) for 4-D NIfTI, or "colour_frames"
+      (T, H, W, 3) for a multi-frame colour DICOM.
     - `mapping`: modality units <-> [0, 1] for the denoisers.
     - `stored_range`: the smallest and largest value the file can hold once converted back to its
       stored representation (None for float formats); writers clip to it and count what they clip.
     - `details`: the format's own metadata (a DICOM dataset, a NIfTI header and affine, ...).
     - `keep_mask`: pixels that must come back unchanged (DICOM PixelPaddingValue), or None.
     - `derivation`: filled by the denoising pipeline: method name and parameters, for DICOM's
-      DerivationDescription.
+      DerivationDescription and its derived UIDs.
     """
 
     format: str
-    layout: ImageLayout
+    layout: Layout
     mapping: IntensityMapping
     source: Path | None = None
     stored_range: tuple[float, float] | None = None
@@ -80,6 +80,40 @@ class Image:
 
     array: np.ndarray
     meta: ImageMeta
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """How to recognise, read and write one file format: one entry of `meddenoise.io.FORMATS`.
+
+    Attributes
+    ----------
+    suffixes
+        File name endings, lower case with the dot (".png", ".nii.gz"), that name the format.
+    read
+        ``read(path, *, max_pixels) -> Image``: the array in modality units, `meta.format` set to
+        the format's key in `FORMATS`; raises `ImageError` naming the file for anything unreadable
+        and calls `check_pixel_limit` before allocating pixels.
+    write
+        ``write(image, path) -> WriteReport``: writes atomically (`atomic_output` or
+        `atomic_write_with`), clips into the stored range and counts what it clipped.
+    signatures
+        ``(offset, bytes)`` pairs, any one of which found in a file's first bytes makes the file
+        this format whatever its name; empty for a format recognised by its suffix alone.
+    read_folder
+        ``read_folder(folder, *, max_pixels) -> Image`` for a format whose images can be a folder
+        (a DICOM series), else None.
+    pixel_spacing
+        ``pixel_spacing(image) -> [row, column] in mm`` as the file records it, or None where it
+        says nothing; None for a format that never records it.
+    """
+
+    suffixes: tuple[str, ...]
+    read: Callable[..., Image]
+    write: Callable[[Image, Path], WriteReport]
+    signatures: tuple[tuple[int, bytes], ...] = ()
+    read_folder: Callable[..., Image] | None = None
+    pixel_spacing: Callable[[Image], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +216,25 @@ def atomic_write_with(path: Path, writer: Callable[[Path], object]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def atomic_write_csv(
+    path: Path, rows: Sequence[Mapping[str, object]], fields: Sequence[str] | None = None
+) -> None:
+    """Write `rows` (dicts) as a CSV table atomically; columns `fields`, else every key seen."""
+    import csv
+
+    columns = (
+        list(fields) if fields is not None else list(dict.fromkeys(k for r in rows for k in r))
+    )
+
+    def write(target: Path) -> None:
+        with open(target, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write_with(path, write)
 
 
 def mapping_from_array(

@@ -56,7 +56,8 @@ def describe_image(image: Image) -> dict[str, str]:
         zooms = details.header.get_zooms()
         facts["voxel size"] = " x ".join(f"{zoom:g}" for zoom in zooms)
     else:
-        facts["data type"] = str(np.dtype(meta.details["dtype"]))
+        # Rasters and any format without its own branch: the array keeps the stored type.
+        facts["data type"] = str(image.array.dtype)
     facts["value range"] = _value_range(image)
     facts["mapped to [0, 1]"] = f"{meta.mapping.low:g} to {meta.mapping.high:g}"
     return facts

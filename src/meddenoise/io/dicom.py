@@ -5,7 +5,9 @@ unsigned BitsStored and PixelPaddingValue, decodes every transfer syntax pydicom
 handle, keeps MONOCHROME1 as stored (never inverted), converts YBR to RGB and refuses PALETTE COLOR.
 
 Writing produces a derived image a PACS accepts: the same IOD, patient and study; new SOP Instance
-and Series Instance UIDs; ImageType DERIVED\\SECONDARY; DerivationDescription and
+and Series Instance UIDs, derived from the source's UIDs and the derivation (method and every
+parameter) so that a rerun with the same settings gives the same UIDs (`derived_uid`); ImageType
+DERIVED\\SECONDARY; DerivationDescription and
 SourceImageSequence; pixel data uncompressed in explicit VR little endian, re-quantised into the
 source's stored range (clipped values counted, never wrapped); a zero preamble.
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +30,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from meddenoise import __version__
 from meddenoise.io.base import (
     Image,
     ImageError,
@@ -38,7 +41,9 @@ from meddenoise.io.base import (
     check_pixel_limit,
     mapping_from_array,
     quantise,
+    refuse_overwriting_input,
 )
+from meddenoise.types import Layout
 
 # Transfer syntaxes whose decoded pixels already differ from the original acquisition.
 LOSSY_TRANSFER_SYNTAXES = {
@@ -294,6 +299,7 @@ def _build_image(
     mask = None if colour else _padding_mask(first, stored)
     array = _modality_array(stored, slopes, intercepts)
     low, high = stored_limits(first)
+    layout: Layout
     if colour:
         layout = "colour" if stored.shape[0] == 1 else "colour_frames"
         array = array[0] if stored.shape[0] == 1 else array
@@ -317,7 +323,7 @@ def _build_image(
         array=array,
         meta=ImageMeta(
             format="dicom",
-            layout=layout,  # type: ignore[arg-type]
+            layout=layout,
             mapping=mapping,
             source=path,
             stored_range=(float(low), float(high)),
@@ -396,6 +402,84 @@ def read_dicom_series(paths: list[Path], *, folder: Path, max_pixels: int | None
     )
 
 
+def series_files(folder: Path) -> list[Path]:
+    """The DICOM files of the one series a folder holds, sorted by name.
+
+    Parameters
+    ----------
+    folder
+        A folder of single-frame slices; files that are not DICOM images are ignored.
+
+    Returns
+    -------
+    list of Path
+        Every file whose header has a SeriesInstanceUID.
+
+    Raises
+    ------
+    ImageError
+        When the folder holds no DICOM file, or files of more than one series.
+    """
+    files = sorted(entry for entry in folder.iterdir() if entry.is_file())
+    keyed = [(entry, series_key(entry)) for entry in files]
+    dicom_files = [(entry, key) for entry, key in keyed if key is not None]
+    if not dicom_files:
+        raise ImageError(folder, "folder holds no DICOM files")
+    series = {key for _, key in dicom_files}
+    if len(series) > 1:
+        raise ImageError(
+            folder, f"folder holds {len(series)} DICOM series; give one series a folder"
+        )
+    return [entry for entry, _ in dicom_files]
+
+
+def read_dicom_folder(folder: Path, *, max_pixels: int | None) -> Image:
+    """Read a folder holding the single-frame slices of one series as a (D, H, W) volume.
+
+    Parameters
+    ----------
+    folder
+        The series folder (`series_files` picks its DICOM files).
+    max_pixels
+        Refuse a series with more voxels than this; None lifts the limit.
+
+    Returns
+    -------
+    Image
+        Layout "volume", slices in position order, in modality units.
+    """
+    return read_dicom_series(series_files(folder), folder=folder, max_pixels=max_pixels)
+
+
+def pixel_spacing(image: Image) -> Any:
+    """Row and column spacing in mm as the first dataset records it, or None.
+
+    PixelSpacing, else ImagerPixelSpacing (projection radiographs), else an enhanced object's
+    shared or first per-frame pixel measures.
+
+    Parameters
+    ----------
+    image
+        A DICOM image.
+
+    Returns
+    -------
+    sequence or None
+        The recorded values, unchecked: `meddenoise.io.pixel_spacing_mm` validates them.
+    """
+    dataset = image.meta.details.datasets[0]
+    spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
+    for groups_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        if spacing is not None:
+            break
+        try:  # enhanced objects: shared, else the first frame's pixel measures
+            groups = getattr(dataset, groups_name)[0]
+            spacing = groups.PixelMeasuresSequence[0].PixelSpacing
+        except (AttributeError, IndexError, KeyError):
+            spacing = None
+    return spacing
+
+
 def series_key(path: Path) -> str | None:
     """SeriesInstanceUID of a DICOM file with pixel data, or None if it is not one."""
     try:
@@ -417,15 +501,131 @@ def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
+def meddenoise_release() -> str:
+    """The installed meddenoise version, read without importing the package top from io/."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meddenoise")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def describe_derivation(derivation: dict[str, Any]) -> str:
     """DerivationDescription text: the method and its parameters (ST, at most 1024 characters)."""
+    release = meddenoise_release()
     method = derivation.get("method", "unknown")
     parameters = derivation.get("parameters", {})
     listed = ", ".join(f"{key}={value}" for key, value in parameters.items())
-    text = f"Denoised by meddenoise {__version__}: method {method}" + (
-        f" ({listed})" if listed else ""
-    )
+    text = f"Denoised by meddenoise {release}: method {method}" + (f" ({listed})" if listed else "")
     return text[:1024]
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-ready stand-in for a parameter value json cannot write (numpy, paths, sets)."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    # Anything else by its repr: an object whose repr holds its address gives a new UID on every
+    # run, which is safe (a UID is never reused for other pixels), only not reproducible.
+    return repr(value)
+
+
+def derived_uid(material: dict[str, Any]) -> UID:
+    """A UID named by `material`: the same material gives the same UID, any change another one.
+
+    The material is written as JSON with sorted keys and no spaces; the first 128 bits of its
+    SHA-256 become a UUID (version 8, RFC 9562 variant bits set), written as the ``2.25.``
+    UID of that UUID's integer value (DICOM PS3.5 B.2).  At most 44 characters.
+
+    Parameters
+    ----------
+    material
+        Everything the UID must depend on: source UIDs, method, parameters, mapping.
+
+    Returns
+    -------
+    pydicom.uid.UID
+        ``"2.25."`` followed by up to 39 decimal digits.
+
+    Examples
+    --------
+    >>> derived_uid({"a": 1}) == derived_uid({"a": 1}) != derived_uid({"a": 2})
+    True
+    """
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=_canonical)
+    value = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:16], "big")
+    value = (value & ~(0xF << 76)) | (0x8 << 76)  # version 8: a custom, name-derived UUID
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # the RFC 9562 variant
+    return UID(f"2.25.{value}")
+
+
+def derived_series_uid(image: Image) -> UID:
+    """The Series Instance UID a derived image is written with.
+
+    It depends on the source's Study and Series Instance UIDs, the SOP Instance UIDs of every
+    source dataset written together (a series folder gets one series; the same slice written
+    alone gets another), the derivation (method and every parameter, a network's weights hash
+    among them), the intensity mapping (a `--window` changes the pixels), the layout and the
+    meddenoise version (a release that changes a method's output must not reuse a UID).
+
+    Parameters
+    ----------
+    image
+        A DICOM image, usually the result of `meddenoise.pipeline.transform_image`.
+
+    Returns
+    -------
+    pydicom.uid.UID
+        A ``2.25.`` UID (`derived_uid`).
+    """
+    details: DicomDetails = image.meta.details
+    first = details.datasets[0]
+    return derived_uid(
+        {
+            "kind": "series",
+            "study": str(first.get("StudyInstanceUID", "")),
+            "series": str(first.get("SeriesInstanceUID", "")),
+            "instances": [str(dataset.get("SOPInstanceUID", "")) for dataset in details.datasets],
+            "derivation": image.meta.derivation,
+            "mapping": [image.meta.mapping.low, image.meta.mapping.high],
+            "layout": image.meta.layout,
+            "meddenoise": meddenoise_release(),
+        }
+    )
+
+
+def derived_instance_uid(series_uid: str, source: Dataset, index: int) -> UID:
+    """The SOP Instance UID of the `index`-th file of derived series `series_uid`.
+
+    The derived series UID already holds every setting; the source's SOP Instance UID and the
+    file's position keep instances apart, even two source files that share a UID.
+
+    Parameters
+    ----------
+    series_uid
+        From `derived_series_uid`.
+    source
+        The source dataset this file is derived from.
+    index
+        The file's position in the written series (0 for a single file).
+
+    Returns
+    -------
+    pydicom.uid.UID
+        A ``2.25.`` UID (`derived_uid`).
+    """
+    return derived_uid(
+        {
+            "kind": "instance",
+            "series": series_uid,
+            "source": str(source.get("SOPInstanceUID", "")),
+            "index": index,
+        }
+    )
 
 
 def _set_derived_type(values: Any) -> list[str]:
@@ -438,8 +638,9 @@ def _set_derived_type(values: Any) -> list[str]:
 
 
 def _derived_dataset(
-    source: Dataset, pixels: np.ndarray, details: DicomDetails, series_uid: str, description: str
+    source: Dataset, pixels: np.ndarray, uids: tuple[UID, UID], description: str
 ) -> Dataset:
+    series_uid, instance_uid = uids
     derived = copy.deepcopy(source)
     for keyword in REMOVED_ON_WRITE:
         if keyword in derived:
@@ -454,7 +655,6 @@ def _derived_dataset(
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
     reference.PurposeOfReferenceCodeSequence = Sequence([_code_item(*SOURCE_PURPOSE)])
 
-    instance_uid = generate_uid()
     derived.SOPInstanceUID = instance_uid
     derived.SeriesInstanceUID = series_uid
     derived.ImageType = _set_derived_type(source.get("ImageType", []))
@@ -501,6 +701,12 @@ def _derived_dataset(
 def write_dicom(image: Image, path: Path) -> WriteReport:
     """Write a derived DICOM: one file, or for a series a folder `path` with one file per slice."""
     details: DicomDetails = image.meta.details
+    if len(details.datasets) > 1:
+        if path.exists() and not path.is_dir():
+            raise ImageError(path, "a DICOM series is written to a folder, not a file")
+        if image.meta.source is not None:
+            for name in details.file_names:
+                refuse_overwriting_input(path / name, [image.meta.source / name])
     values = np.asarray(image.array)
     if image.meta.layout in ("grey", "colour"):
         values = values[np.newaxis]
@@ -510,7 +716,7 @@ def write_dicom(image: Image, path: Path) -> WriteReport:
     ) / details.slopes.reshape(shape)
     low, high = stored_limits(details.datasets[0])
     stored, clipped_low, clipped_high = quantise(stored_values, details.stored_dtype, low, high)
-    series_uid = generate_uid()
+    series_uid = derived_series_uid(image)
     description = describe_derivation(image.meta.derivation)
     written = []
     if len(details.datasets) == 1:
@@ -519,9 +725,12 @@ def write_dicom(image: Image, path: Path) -> WriteReport:
     else:
         targets = [path / name for name in details.file_names]
         chunks = [stored[index : index + 1] for index in range(len(details.datasets))]
-    for source, target, chunk in zip(details.datasets, targets, chunks, strict=True):
+    for index, (source, target, chunk) in enumerate(
+        zip(details.datasets, targets, chunks, strict=True)
+    ):
         pixels = chunk[0] if chunk.shape[0] == 1 else chunk
-        derived = _derived_dataset(source, pixels, details, series_uid, description)
+        uids = (series_uid, derived_instance_uid(series_uid, source, index))
+        derived = _derived_dataset(source, pixels, uids, description)
         with atomic_output(target) as handle, warnings.catch_warnings():
             # pydicom warns about values the source already had (e.g. over-long strings).
             warnings.simplefilter("ignore", UserWarning)

@@ -25,8 +25,11 @@ from meddenoise.io.base import (
     quantise,
     reject_non_finite,
 )
+from meddenoise.types import Layout
 
-LAYOUTS = {2: "grey", 3: "volume", 4: "volumes"}
+LAYOUTS: dict[int, Layout] = {2: "grey", 3: "volume", 4: "volumes"}
+# NIfTI's spatial units in mm; a header that names none means mm.
+UNIT_IN_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001}
 
 
 @dataclass
@@ -94,7 +97,7 @@ def read_nifti(path: Path, *, max_pixels: int | None) -> Image:
         array=array,
         meta=ImageMeta(
             format="nifti",
-            layout=LAYOUTS[stored.ndim],  # type: ignore[arg-type]
+            layout=LAYOUTS[stored.ndim],
             mapping=mapping_from_array(path, array),
             source=path,
             stored_range=stored_range,
@@ -127,3 +130,21 @@ def write_nifti(image: Image, path: Path) -> WriteReport:
         output.header.set_slope_inter(details.slope, details.inter)
     atomic_write_with(path, lambda target: output.to_filename(str(target)))
     return WriteReport((path,), clipped_low, clipped_high)
+
+
+def pixel_spacing(image: Image) -> list[float]:
+    """The first two voxel sizes in mm, converted from the header's spatial unit.
+
+    Parameters
+    ----------
+    image
+        A NIfTI image.
+
+    Returns
+    -------
+    list of float
+        Unchecked: `meddenoise.io.pixel_spacing_mm` validates them.
+    """
+    header = image.meta.details.header
+    to_mm = UNIT_IN_MM.get(header.get_xyzt_units()[0], 1.0)
+    return [float(zoom) * to_mm for zoom in header.get_zooms()[:2]]

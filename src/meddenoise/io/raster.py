@@ -27,6 +27,7 @@ from meddenoise.io.base import (
     quantise,
     reject_non_finite,
 )
+from meddenoise.types import Layout
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Our own limit replaces Pillow's, which only warns below twice its default.
@@ -43,7 +44,7 @@ def _png_header(path: Path) -> tuple[int, int, int, int]:
     return width, height, bit_depth, colour_type
 
 
-def _layout_for(array: np.ndarray, path: Path) -> str:
+def _layout_for(array: np.ndarray, path: Path) -> Layout:
     if array.ndim == 2:
         return "grey"
     if array.ndim == 3 and array.shape[-1] == 3:
@@ -58,13 +59,13 @@ def _stored_range(dtype: np.dtype[Any]) -> tuple[float, float] | None:
     return None
 
 
-def _image_from_array(array: np.ndarray, path: Path, file_format: str, layout: str) -> Image:
+def _image_from_array(array: np.ndarray, path: Path, file_format: str, layout: Layout) -> Image:
     reject_non_finite(path, array)
     return Image(
         array=array,
         meta=ImageMeta(
             format=file_format,
-            layout=layout,  # type: ignore[arg-type]
+            layout=layout,
             mapping=mapping_from_array(path, array),
             source=path,
             stored_range=_stored_range(array.dtype),
@@ -137,6 +138,7 @@ def read_tiff(path: Path, *, max_pixels: int | None) -> Image:
         array = array.astype(array.dtype.newbyteorder("="))
     if photometric == tifffile.PHOTOMETRIC.PALETTE:
         raise ImageError(path, "palette TIFF is not supported (convert to RGB)")
+    layout: Layout
     if array.ndim == 3 and array.shape[-1] == 3 and photometric == tifffile.PHOTOMETRIC.RGB:
         layout = "colour"
     elif array.ndim == 3 and photometric != tifffile.PHOTOMETRIC.RGB:

@@ -4,7 +4,7 @@ in fp32 and bf16, against classical methods given the true noise std of each cro
 "network oracle" gives the network the level it was trained with (the true std, a true-parameter
 map for signal-dependent levels, or for CT the blind estimate, which is what it is trained on).
 
-    .venv/bin/python scripts/validate_checkpoint.py configs/default.yaml \
+    .venv/bin/python tools/validate_checkpoint.py configs/default.yaml \
         runs/default/best.safetensors --baselines nlm bm3d
 
 This is what decides a shipped model's inference precision (bf16 only where it costs < 0.02 dB)
@@ -23,8 +23,9 @@ from meddenoise import metrics
 from meddenoise.checkpoint import load_checkpoint
 from meddenoise.classical import make_denoiser
 from meddenoise.config import load_config
-from meddenoise.pipeline import load_neural_denoiser
-from meddenoise.train import channels_last, oracle_sigma, prepare_data, run_network
+from meddenoise.data import channels_last, oracle_sigma, prepare_data
+from meddenoise.methods import load_network
+from meddenoise.train import run_network
 
 
 def main() -> None:
@@ -45,8 +46,8 @@ def main() -> None:
     ]
     scores: dict[str, list[float]] = {method: [] for method in methods}
     checkpoint = Path(arguments.checkpoint)
-    blind_fp32 = load_neural_denoiser(checkpoint, precision="fp32")
-    blind_bf16 = load_neural_denoiser(checkpoint, precision="bf16")
+    blind_fp32 = load_network(checkpoint, precision="fp32")
+    blind_bf16 = load_network(checkpoint, precision="bf16")
     network = load_checkpoint(checkpoint).network
     for index, (noisy_chw, clean_chw) in enumerate(
         zip(data.val_noisy, data.val_clean, strict=True)

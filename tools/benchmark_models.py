@@ -8,9 +8,9 @@ fp32, fp32 + channels_last, and bf16 autocast + channels_last.  Conditioned mode
 noise map of 25/255.  Weights are random: speed does not depend on them.
 
 Usage:
-    python scripts/benchmark_models.py                      # print the table
-    python scripts/benchmark_models.py --write docs/models.md   # also write it into the page
-    python scripts/benchmark_models.py --models dncnn cond_unet --repeats 3
+    python tools/benchmark_models.py                      # print the table
+    python tools/benchmark_models.py --write docs/models.md   # also write it into the page
+    python tools/benchmark_models.py --models dncnn cond_unet --repeats 3
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tiled inference measurements for docs/models.md: tiled vs whole image, bf16 vs fp32, memory.
 
-    .venv/bin/python scripts/benchmark_inference.py [--models dncnn cond_unet]
+    .venv/bin/python tools/benchmark_inference.py [--models dncnn cond_unet]
 
 Networks are freshly initialised (seed 0) unless --checkpoint is given: the tiling error depends
 on the receptive field, not on training.  bf16 error is reported as max |bf16 - fp32| and as the
