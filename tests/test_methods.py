@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from meddenoise import methods
 from meddenoise.checkpoint import save_checkpoint
-from meddenoise.classical import GeneralizedAnscombe
+from meddenoise.classical import METHODS, GeneralizedAnscombe, MethodInfo, PlaneFilterDenoiser
+from meddenoise.cli import app
 from meddenoise.inference import NeuralDenoiser
+from meddenoise.io import read_image
 from meddenoise.methods import default_method, list_methods, resolve
 from meddenoise.models import build_model
 from meddenoise.pipeline import denoise
@@ -109,3 +114,32 @@ def test_every_listed_method_resolves() -> None:
         if name == "bm3d":
             pytest.importorskip("bm3d")
         assert isinstance(resolve(name, sigma=0.1).name, str)
+
+
+@dataclass(frozen=True)
+class Halve(PlaneFilterDenoiser):
+    """A toy classical method: every value halved (its effect is exact)."""
+
+    name = "halve"
+
+    def _filter(self, plane: np.ndarray, sigma: float, channel_axis: int | None) -> np.ndarray:
+        return plane / 2
+
+
+def test_a_classical_method_registered_in_one_line_runs_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(METHODS, "halve", MethodInfo(Halve, "halves every value"))
+    assert list_methods()["halve"] == "halves every value"
+    image = np.full((8, 12), 0.5, np.float32)
+    np.testing.assert_array_equal(resolve("halve", sigma=0.1)(image), np.full((8, 12), 0.25))
+    np.testing.assert_array_equal(denoise(image, method="halve"), np.full((8, 12), 0.25))
+
+    array = np.full((8, 12), 200, np.uint8)
+    array[0, 0] = 0  # the mapped range is 0..200
+    PIL.Image.fromarray(array).save(tmp_path / "in.png")
+    result = CliRunner().invoke(
+        app, ["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "-m", "halve"]
+    )
+    assert result.exit_code == 0, result.output
+    assert int(read_image(tmp_path / "out" / "in.png").array[4, 4]) == 100

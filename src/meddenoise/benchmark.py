@@ -53,6 +53,11 @@ class TestImage:
     def colour(self) -> bool:
         return self.modality == "photo"
 
+    @property
+    def entry(self) -> str:
+        """The image as a data entry (`meddenoise.data.packaged_image`)."""
+        return self.file_name if self.source == "entry" else f"{self.source}:{self.file_name}"
+
 
 TEST_IMAGES = (
     TestImage("CR chest", "RG1_UNCR.dcm", 4, "CR"),
@@ -160,23 +165,7 @@ def entry_image(entry: str) -> TestImage:
 
 def load_test_image(image: TestImage) -> np.ndarray:
     """The whole (downsampled) image in [0, 1] by its own 0.1-99.9 percentile range."""
-    if image.source == "skimage":
-        import skimage.data
-
-        values = np.asarray(getattr(skimage.data, image.file_name)(), dtype=np.float64)
-    elif image.source == "entry":
-        values = _entry_values(image.file_name)[0]
-    else:
-        from pydicom.data import get_testdata_file
-
-        path = get_testdata_file(image.file_name, download=False)
-        if path is None:
-            raise RuntimeError(f"{image.file_name} not installed (pip install pydicom-data)")
-        loaded = read_image(path)
-        values = np.asarray(loaded.array, dtype=np.float64)
-        if loaded.meta.keep_mask is not None:  # padding: the range floor, as the pipeline does
-            values = np.where(loaded.meta.keep_mask, values[~loaded.meta.keep_mask].min(), values)
-    values = block_mean(values, image.downsample)
+    values = block_mean(_entry_values(image.entry)[0], image.downsample)
     return np.clip(percentile_range(values).to_unit(values), 0.0, 1.0).astype(np.float32)
 
 
@@ -194,18 +183,7 @@ class Case:
 
 def test_image_spacing(image: TestImage) -> float | None:
     """In-plane pixel spacing in mm of the (downsampled) test image, from its file's header."""
-    if image.source == "entry":
-        return _entry_values(image.file_name)[1]
-    if image.source != "pydicom":
-        return None
-    from pydicom.data import get_testdata_file
-
-    from meddenoise.io import pixel_spacing_mm
-
-    path = get_testdata_file(image.file_name, download=False)
-    if path is None:
-        return None
-    spacing = pixel_spacing_mm(read_image(path))
+    spacing = _entry_values(image.entry)[1]
     return None if spacing is None else spacing * image.downsample
 
 

@@ -28,7 +28,7 @@ import dataclasses
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import ndimage
@@ -148,6 +148,53 @@ def _fields(instance: object) -> dict[str, object]:
         for item in dataclasses.fields(instance)  # type: ignore[arg-type]
         if item.init
     }
+
+
+@dataclass(frozen=True)
+class PlaneFilterDenoiser:
+    """What the classical methods that filter 2-D planes at one noise level share.
+
+    A subclass declares its parameters as dataclass fields after `sigma`, a class attribute
+    `name`, and `_filter(plane, sigma, channel_axis)`: one grey plane (``channel_axis`` None) or,
+    when `joint_colour`, a whole (H, W, 3) image (``channel_axis`` -1).  This base checks sigma,
+    lists the fields as `parameters`, estimates sigma once per image when it is None and runs the
+    filter over grey, colour and volume layouts (`_apply`), mirror-padding planes smaller than
+    `_min_side()`.
+    """
+
+    sigma: float | None = None
+    name: ClassVar[str] = "plane-filter"
+    joint_colour: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_sigma(self.sigma)
+        self._check()
+
+    def _check(self) -> None:
+        """Validate the subclass's own parameters (raise ValueError)."""
+
+    def _min_side(self) -> int:
+        return 1
+
+    @property
+    def parameters(self) -> dict[str, object]:
+        return _fields(self)
+
+    def _filter(self, plane: np.ndarray, sigma: float, channel_axis: int | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, image: FloatArray) -> FloatArray:
+        array, layout = _validated(image)
+        sigma = _noise_sigma(self.sigma, array)
+        colour = (lambda rgb, s: self._filter(rgb, s, -1)) if self.joint_colour else None
+        return _apply(
+            array,
+            layout,
+            sigma,
+            lambda plane, s: self._filter(plane, s, None),
+            colour,
+            min_side=self._min_side(),
+        )
 
 
 # --------------------------------------------------------------------------- denoisers
@@ -293,7 +340,7 @@ def bilateral_filter(image: np.ndarray, colour_sigma: float, spatial_sigma: floa
 
 
 @dataclass(frozen=True)
-class Bilateral:
+class Bilateral(PlaneFilterDenoiser):
     """Bilateral filter: Gaussian in space and in intensity (`bilateral_filter`).
 
     colour sigma = ``colour_factor`` * sigma (intensity units); spatial sigma = ``spatial_sigma``
@@ -303,31 +350,20 @@ class Bilateral:
     slice.
     """
 
-    sigma: float | None = None
     colour_factor: float = BILATERAL_COLOUR_FACTOR
     spatial_sigma: float | None = None
     name = "bilateral"
 
-    def __post_init__(self) -> None:
-        _check_sigma(self.sigma)
+    def _check(self) -> None:
         if self.spatial_sigma is not None and not self.spatial_sigma > 0:
             raise ValueError(f"spatial_sigma must be > 0 pixels, got {self.spatial_sigma}")
 
-    @property
-    def parameters(self) -> dict[str, object]:
-        return _fields(self)
-
-    def _filter(self, image: np.ndarray, sigma: float) -> np.ndarray:
+    def _filter(self, image: np.ndarray, sigma: float, channel_axis: int | None) -> np.ndarray:
         colour_sigma = self.colour_factor * max(sigma, 1e-6)
         spatial_sigma = self.spatial_sigma
         if spatial_sigma is None:
             spatial_sigma = BILATERAL_SPATIAL_BASE + BILATERAL_SPATIAL_PER_SIGMA * sigma
         return bilateral_filter(image, colour_sigma, spatial_sigma)
-
-    def __call__(self, image: FloatArray) -> FloatArray:
-        array, layout = _validated(image)
-        sigma = _noise_sigma(self.sigma, array)
-        return _apply(array, layout, sigma, self._filter, self._filter)
 
 
 NLM_H_FACTOR = 0.7
@@ -336,25 +372,20 @@ NLM_PATCH_DISTANCE = 6
 
 
 @dataclass(frozen=True)
-class NonLocalMeans:
+class NonLocalMeans(PlaneFilterDenoiser):
     """Non-local means (skimage ``denoise_nl_means``, fast mode, noise variance subtracted).
 
     h = ``h_factor`` * sigma (skimage advises 0.6-0.8 sigma in fast mode), 7 x 7 patches, search
     13 x 13 (patch_distance 6).  Colour: joint (``channel_axis=-1``); volume: per slice.
     """
 
-    sigma: float | None = None
     h_factor: float = NLM_H_FACTOR
     patch_size: int = NLM_PATCH_SIZE
     patch_distance: int = NLM_PATCH_DISTANCE
     name = "nlm"
 
-    def __post_init__(self) -> None:
-        _check_sigma(self.sigma)
-
-    @property
-    def parameters(self) -> dict[str, object]:
-        return _fields(self)
+    def _min_side(self) -> int:
+        return self.patch_size
 
     def _filter(self, plane: np.ndarray, sigma: float, channel_axis: int | None) -> np.ndarray:
         return denoise_nl_means(
@@ -367,18 +398,6 @@ class NonLocalMeans:
             channel_axis=channel_axis,
         )
 
-    def __call__(self, image: FloatArray) -> FloatArray:
-        array, layout = _validated(image)
-        sigma = _noise_sigma(self.sigma, array)
-        return _apply(
-            array,
-            layout,
-            sigma,
-            lambda plane, s: self._filter(plane, s, None),
-            lambda colour, s: self._filter(colour, s, -1),
-            min_side=self.patch_size,
-        )
-
 
 TV_WEIGHT_FACTOR = 1.0
 TV_MAX_ITERATIONS = 300
@@ -386,7 +405,7 @@ TV_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
-class TotalVariation:
+class TotalVariation(PlaneFilterDenoiser):
     """Total-variation denoising, Chambolle's projection (skimage ``denoise_tv_chambolle``).
 
     weight = ``weight_factor`` * sigma.  skimage's default stopping rule (200 iterations, eps 2e-4)
@@ -395,16 +414,8 @@ class TotalVariation:
     ``channel_axis``); volume: per slice.
     """
 
-    sigma: float | None = None
     weight_factor: float = TV_WEIGHT_FACTOR
     name = "tv"
-
-    def __post_init__(self) -> None:
-        _check_sigma(self.sigma)
-
-    @property
-    def parameters(self) -> dict[str, object]:
-        return _fields(self)
 
     def _filter(self, plane: np.ndarray, sigma: float, channel_axis: int | None) -> np.ndarray:
         if self.weight_factor * sigma == 0.0:  # skimage divides by the weight
@@ -417,17 +428,6 @@ class TotalVariation:
             channel_axis=channel_axis,
         )
 
-    def __call__(self, image: FloatArray) -> FloatArray:
-        array, layout = _validated(image)
-        sigma = _noise_sigma(self.sigma, array)
-        return _apply(
-            array,
-            layout,
-            sigma,
-            lambda plane, s: self._filter(plane, s, None),
-            lambda colour, s: self._filter(colour, s, -1),
-        )
-
 
 WAVELET_NAME = "sym8"
 WAVELET_LEVELS = 5
@@ -435,7 +435,7 @@ WAVELET_MIN_SIDE = 32
 
 
 @dataclass(frozen=True)
-class Wavelet:
+class Wavelet(PlaneFilterDenoiser):
     """Wavelet soft thresholding with BayesShrink (skimage ``denoise_wavelet``), given sigma.
 
     sym8 with 5 levels (fewer when the image is too small: 4 on 256 x 256).  skimage's default
@@ -444,17 +444,13 @@ class Wavelet:
     slice.
     """
 
-    sigma: float | None = None
     wavelet: str = WAVELET_NAME
     levels: int = WAVELET_LEVELS
     name = "wavelet"
 
-    def __post_init__(self) -> None:
-        _check_sigma(self.sigma)
-
-    @property
-    def parameters(self) -> dict[str, object]:
-        return _fields(self)
+    def _min_side(self) -> int:
+        # Mirror-padding tiny images to 32 pixels gives sym8 one full level (it needs 30).
+        return WAVELET_MIN_SIDE
 
     def _filter(self, plane: np.ndarray, sigma: float, channel_axis: int | None) -> np.ndarray:
         import pywt
@@ -472,19 +468,6 @@ class Wavelet:
             rescale_sigma=True,
             channel_axis=channel_axis,
             convert2ycbcr=channel_axis is not None,
-        )
-
-    def __call__(self, image: FloatArray) -> FloatArray:
-        array, layout = _validated(image)
-        sigma = _noise_sigma(self.sigma, array)
-        return _apply(
-            array,
-            layout,
-            sigma,
-            lambda plane, s: self._filter(plane, s, None),
-            lambda colour, s: self._filter(colour, s, -1),
-            # Mirror-padding tiny images to 32 pixels gives sym8 one full level (it needs 30).
-            min_side=WAVELET_MIN_SIDE,
         )
 
 

@@ -55,16 +55,14 @@ DEMO_CASES = (
 
 
 def _demo_file(name: str) -> Path:
+    from meddenoise.data import DataError, packaged_image
+
     try:
-        from pydicom.data import get_testdata_file
-    except ImportError as error:  # pragma: no cover - pydicom is a dependency
-        raise RuntimeError("pydicom is required for the demo") from error
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        raise RuntimeError(
-            f"demo image {name} not found: install the test data with `pip install pydicom-data`"
-        )
-    return Path(path)
+        path = packaged_image(f"pydicom:{name}")
+    except DataError as error:
+        raise RuntimeError(f"demo image missing: {error}") from None
+    assert isinstance(path, Path)
+    return path
 
 
 def case_method(method: str, case: DemoCase) -> str:

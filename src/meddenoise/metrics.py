@@ -42,7 +42,20 @@ def _validated_range(data_range: float) -> float:
 
 
 def mse(reference: FloatArray, test: FloatArray) -> float:
-    """Mean squared error, in the images' units squared, over all pixels (and channels)."""
+    """Mean squared error, in the images' units squared, over all pixels (and channels).
+
+    Parameters
+    ----------
+    reference, test : array_like
+        Images of the same shape, finite values.
+
+    Returns
+    -------
+    float
+
+    >>> mse(np.zeros((2, 2)), np.ones((2, 2)))
+    1.0
+    """
     reference, test = _validated_pair(reference, test)
     return float(np.mean(np.square(reference - test)))
 
@@ -50,8 +63,22 @@ def mse(reference: FloatArray, test: FloatArray) -> float:
 def psnr(reference: FloatArray, test: FloatArray, *, data_range: float) -> float:
     """Peak signal-to-noise ratio in dB: 10 log10(data_range² / MSE).
 
-    Identical images give ``math.inf`` (the MSE is zero), as in skimage; callers averaging PSNRs
-    should decide how to treat that case.
+    Parameters
+    ----------
+    reference, test : array_like
+        Images of the same shape, finite values.
+    data_range : float
+        The span of values a full-contrast image covers (1.0 for [0, 1] images); required, never
+        guessed from the data.
+
+    Returns
+    -------
+    float
+        Identical images give ``math.inf`` (the MSE is zero), as in skimage; callers averaging
+        PSNRs should decide how to treat that case.
+
+    >>> round(psnr(np.zeros((4, 4)), np.full((4, 4), 0.1), data_range=1.0), 2)
+    20.0
     """
     data_range = _validated_range(data_range)
     error = mse(reference, test)
@@ -65,8 +92,23 @@ def ssim(reference: FloatArray, test: FloatArray, *, data_range: float) -> float
 
     Grey (H, W) images use 2-D windows; colour (H, W, 3) images average the per-channel SSIM
     (``channel_axis=-1``); volumes (D, H, W) use 3-D 7 x 7 x 7 windows, as skimage does for 3-D
-    arrays.  Every spatial side must be at least 7 pixels (skimage's window); smaller raises
-    ValueError.
+    arrays.
+
+    Parameters
+    ----------
+    reference, test : array_like
+        Images of the same shape, finite values; every spatial side at least 7 pixels
+        (skimage's window), else ValueError.
+    data_range : float
+        The span of values a full-contrast image covers; required.
+
+    Returns
+    -------
+    float
+        1.0 for identical images.
+
+    >>> ssim(np.eye(8), np.eye(8), data_range=1.0)
+    1.0
     """
     data_range = _validated_range(data_range)
     reference, test = _validated_pair(reference, test)

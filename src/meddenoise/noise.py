@@ -124,6 +124,7 @@ class GaussianNoise:
         _check_non_negative("sigma", self.sigma)
 
     def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """A noisy copy of `clean` (float32, same shape), every draw from `rng`."""
         array = _as_clean(clean, rng)
         noisy = array + rng.normal(0.0, self.sigma, size=array.shape)
         return noisy.astype(np.float32)
@@ -154,6 +155,7 @@ class PoissonNoise:
         return 1.0 / self.photons
 
     def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """A noisy copy of `clean` (float32, same shape), every draw from `rng`."""
         array = _as_clean(clean, rng)
         _check_non_negative_image(array, "PoissonNoise")
         noisy = rng.poisson(array * self.photons) / self.photons
@@ -202,6 +204,7 @@ class PoissonGaussianNoise:
         return (self.gain, self.sigma, 0.0)
 
     def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """A noisy copy of `clean` (float32, same shape), every draw from `rng`."""
         array = _as_clean(clean, rng)
         _check_non_negative_image(array, "PoissonGaussianNoise")
         noisy = rng.poisson(array * self.photons) / self.photons
@@ -233,6 +236,7 @@ class SpeckleNoise:
         _check_non_negative("sigma", self.sigma)
 
     def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """A noisy copy of `clean` (float32, same shape), every draw from `rng`."""
         array = _as_clean(clean, rng)
         noisy = array * (1.0 + rng.normal(0.0, self.sigma, size=array.shape))
         return noisy.astype(np.float32)
@@ -263,6 +267,7 @@ class SaltAndPepperNoise:
         _check_fraction("salt_vs_pepper", self.salt_vs_pepper)
 
     def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """A noisy copy of `clean` (float32, same shape), every draw from `rng`."""
         array = _as_clean(clean, rng)
         pixels = array.shape[:2] if layout_of(array) == "colour" else array.shape
         hit = rng.random(pixels) < self.amount
@@ -430,6 +435,7 @@ class LowDoseCT:
         return central_crop(image, height, width).astype(np.float32)
 
     def __call__(self, clean: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """A noisy copy of `clean` (float32, same shape), every draw from `rng`."""
         array = _as_clean(clean, rng)
         layout = layout_of(array)
         if layout == "colour":
@@ -501,11 +507,12 @@ def make_noise(name: str, **parameters: Any) -> NoiseModel:
 
 
 def make_noise_from_user_units(name: str, values: Mapping[str, float | None]) -> NoiseModel:
-    """The registered noise model `name` from values as a user types them: noise levels
-    (`INTENSITY_PARAMETERS`) in 0-255 units of the mapped range; None means not given.
+    """The registered noise model `name` from values as a user types them.
 
-    Values the model does not take are ignored, so one set of command-line flags serves every
-    model.  A missing required value raises ValueError naming it as a flag (``--read-noise``).
+    Noise levels (`INTENSITY_PARAMETERS`) are in 0-255 units of the mapped range; None means
+    not given.  Values the model does not take are ignored, so one set of command-line flags
+    serves every model.  A missing required value raises ValueError naming it as a flag
+    (``--read-noise``).
 
     >>> make_noise_from_user_units("gaussian", {"sigma": 25.5, "photons": None})
     GaussianNoise(sigma=0.1)

@@ -126,6 +126,7 @@ class WriteReport:
 
     @property
     def clipped(self) -> int:
+        """Values clipped at either end of the stored range."""
         return self.clipped_low + self.clipped_high
 
 
@@ -158,8 +159,11 @@ def refuse_overwriting_input(output: Path, inputs: list[Path]) -> None:
 
 
 def _give_default_mode(temporary: str) -> None:
-    """`mkstemp` makes files readable by their owner only; an output file should get the mode
-    any new file gets here (0666 less the umask), as if it had been written directly."""
+    """Give a temporary file the mode a new file gets here (0666 less the umask).
+
+    `mkstemp` makes files readable by their owner only; an output should look as if it had been
+    written directly.
+    """
     os.chmod(temporary, 0o666 & ~_current_umask())
 
 
