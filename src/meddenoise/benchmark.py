@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -246,7 +247,7 @@ def case_denoiser(
         networks[key] = neural_denoiser(method, colour=case.image.colour)
     network = networks[key]
     if levels == "oracle" and dataclasses.is_dataclass(network):
-        return dataclasses.replace(network, sigma=case.sigma)  # type: ignore[type-var]
+        return dataclasses.replace(network, sigma=case.sigma)
     return network
 
 
@@ -431,6 +432,35 @@ def run_benchmark(
     )
 
 
+def timed_denoiser(method: str, *, sigma: float = 25 / 255, precision: str = "auto") -> Denoiser:
+    """`method` as the speed rows time it: networks blind, classical methods given `sigma`."""
+    from meddenoise.classical import make_denoiser
+
+    if is_neural(method):
+        return neural_denoiser(method, precision=precision)
+    return make_denoiser(method, sigma=sigma)
+
+
+def time_denoisers(
+    denoisers: dict[str, Denoiser], image: np.ndarray, *, repeats: int = 1
+) -> dict[str, float]:
+    """Best-of-`repeats` seconds per denoiser on `image`, the repeats interleaved.
+
+    Every denoiser is warmed up first (imports, thread pools, first-call allocations); then each
+    round times each denoiser once, so a slow spell of a shared machine falls on all of them
+    alike and the ratios between them stay honest.
+    """
+    for denoiser in denoisers.values():
+        denoiser(image[:64, :64])
+    best = dict.fromkeys(denoisers, float("inf"))
+    for _ in range(repeats):
+        for name, denoiser in denoisers.items():
+            started = time.perf_counter()
+            denoiser(image)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best
+
+
 def time_method(
     method: str,
     image: np.ndarray,
@@ -440,20 +470,8 @@ def time_method(
     precision: str = "auto",
 ) -> float:
     """Best-of-`repeats` seconds to denoise `image` (classical methods given `sigma`)."""
-    from meddenoise.classical import make_denoiser
-
-    denoiser = (
-        neural_denoiser(method, precision=precision)
-        if is_neural(method)
-        else make_denoiser(method, sigma=sigma)
-    )
-    denoiser(image[:64, :64])  # warm-up: imports, thread pools, first-call allocations
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        denoiser(image)
-        best = min(best, time.perf_counter() - started)
-    return best
+    denoiser = timed_denoiser(method, sigma=sigma, precision=precision)
+    return time_denoisers({method: denoiser}, image, repeats=repeats)[method]
 
 
 def mean_by(rows: list[Row], key: Callable[[Row], tuple[str, ...]]) -> dict[tuple[str, ...], Row]:
@@ -545,10 +563,8 @@ def time_methods(methods: list[str], *, precision: str = "auto", repeats: int = 
     cpu = cpu_description()
     if precision == "auto":
         precision = "bf16" if cpu["native_bf16"] else "fp32"
-    seconds = {
-        method: time_method(method, noisy, repeats=repeats, precision=precision)
-        for method in methods
-    }
+    denoisers = {method: timed_denoiser(method, precision=precision) for method in methods}
+    seconds = time_denoisers(denoisers, noisy, repeats=repeats)
     return Timings(seconds, precision, str(cpu["capability"]), bool(cpu["native_bf16"]))
 
 
@@ -631,7 +647,7 @@ def run_speed(methods: list[str], *, large: bool = True, repeats: int = 3) -> li
     if large:
         for result in results[: len(methods)]:
             if result.method in neural:
-                seconds, peak = _run_module(["large", result.method])  # type: ignore[misc]
+                seconds, peak = cast(list[float], _run_module(["large", result.method]))
                 result.seconds_2048, result.peak_rss_gib_2048 = float(seconds), float(peak)
     if neural and native.precision == "bf16":
         fp32 = time_methods(neural, precision="fp32", repeats=repeats)

@@ -163,7 +163,7 @@ class PlaneFilterDenoiser:
     """
 
     sigma: float | None = None
-    name: ClassVar[str] = "plane-filter"
+    name = "plane-filter"  # a class attribute (not annotated): not a dataclass field
     joint_colour: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
