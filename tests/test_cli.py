@@ -145,7 +145,7 @@ def test_identity_over_a_folder_of_formats_writes_every_value_back(tmp_path: Pat
 
     assert result.exit_code == 0, result.output
     assert "3 written" in result.stdout
-    out = tmp_path / "out" / "study"
+    out = tmp_path / "out"  # one folder given alone is mirrored in the output folder itself
     for name in ("a.png", "sub/b.tif"):
         assert np.array_equal(read_image(out / name).array, read_image(folder / name).array)
     written = nib.load(out / "c.nii.gz")
@@ -166,17 +166,17 @@ def test_batch_mixing_good_and_bad_files(tmp_path: Path) -> None:
     result = run("denoise", folder, "-o", out, "-m", "gaussian", "--sigma", "10")
 
     assert result.exit_code != 0
-    assert (out / "in" / "good1.png").is_file()
-    assert (out / "in" / "good2.png").is_file()
-    assert not (out / "in" / "broken.png").exists()
-    assert not (out / "in" / "empty.tif").exists()
+    assert (out / "good1.png").is_file()
+    assert (out / "good2.png").is_file()
+    assert not (out / "broken.png").exists()
+    assert not (out / "empty.tif").exists()
     assert "broken.png" in result.stderr
     assert "empty.tif" in result.stderr
     assert "denoised: 2 written" in result.stdout
     assert "2 failed" in result.stdout
     assert "Traceback" not in result.output
     assert digests(folder) == before
-    assert sorted(p.name for p in (out / "in").iterdir()) == ["good1.png", "good2.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["good1.png", "good2.png"]
 
 
 def test_missing_input_is_reported_and_the_others_written(tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_output_folder_inside_the_input_folder_is_not_read_again(tmp_path: Path)
     assert first.exit_code == 0, first.output
     assert second.exit_code == 0, second.output
     assert "2 written" in second.stdout
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["in/a.png", "in/b.png"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["a.png", "b.png"]
 
 
 def test_hidden_files_are_not_inputs(tmp_path: Path) -> None:
@@ -604,14 +604,22 @@ def test_info_prints_size_type_and_value_range(tmp_path: Path) -> None:
     assert f"{int(array.min())} to {int(array.max())}" in result.stdout
 
 
-def test_info_on_a_nifti_volume(tmp_path: Path) -> None:
+def test_info_on_a_nifti_volume_gives_sizes_and_voxel_sizes_in_one_order(tmp_path: Path) -> None:
     path = tmp_path / "vol.nii.gz"
-    nib.save(nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(5, 4, 3), np.eye(4)), path)
+    volume = nib.Nifti1Image(
+        np.arange(60, dtype=np.int16).reshape(5, 4, 3), np.diag([0.7, 0.8, 2.5, 1.0])
+    )
+    volume.header.set_xyzt_units("mm")
+    nib.save(volume, path)
 
     result = run("info", path)
 
     assert result.exit_code == 0, result.output
-    assert "3 x 4 x 5" in result.stdout
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    # nibabel's order, (x, y, z), for both: 5 voxels of 0.7 mm along x.
+    assert lines["size"].strip() == "5 x 4 x 3 (x, y, z)"
+    assert lines["voxel size"].strip() == "0.7 x 0.8 x 2.5 mm (x, y, z)"
+    assert lines["array shape"].strip() == "3 x 4 x 5 (slices first)"
     assert "0 to 59" in result.stdout
 
 
@@ -671,7 +679,7 @@ def test_denoise_a_series_folder_writes_one_derived_series(tmp_path: Path) -> No
     result = run("denoise", folder, "-o", tmp_path / "out", "--method", "median")
 
     assert result.exit_code == 0, result.output
-    written = sorted((tmp_path / "out" / "series").iterdir())
+    written = sorted((tmp_path / "out").iterdir())
     assert [path.name for path in written] == sorted(path.name for path in folder.iterdir())
     assert len({pydicom.dcmread(path).SeriesInstanceUID for path in written}) == 1
 
@@ -710,18 +718,216 @@ def test_denoise_signal_dependent_noise_through_the_anscombe_transform(tmp_path:
 
 
 def test_simulate_low_dose_ct_takes_the_slice_spacing(tmp_path: Path) -> None:
-    # The file's PixelSpacing sets the physical size: the same slice read as larger pixels
-    # (a bigger body) attenuates more and comes out noisier.
+    # The file's PixelSpacing sets the physical size: the same slice read as finer pixels
+    # collects fewer photons per pixel (at the calibrated dose, docs/ct-physics.md) and comes
+    # out noisier.
     from meddenoise.io import pixel_spacing_mm
 
     source = data_file("CT_small.dcm")
     assert pixel_spacing_mm(read_image(source)) == pytest.approx(0.661468)
-    options = ["--noise", "low-dose-ct", "--dose-fraction", "0.25", "--seed", "1"]
+    options = ["--noise", "low-dose-ct", "--dose-fraction", "0.02", "--seed", "1"]
     run("simulate", source, "-o", tmp_path / "own.dcm", *options)
-    run("simulate", source, "-o", tmp_path / "big.dcm", *options, "--pixel-spacing", "2.0")
+    run("simulate", source, "-o", tmp_path / "fine.dcm", *options, "--pixel-spacing", "0.2")
     clean = read_image(source).array.astype(np.float64)
     own = read_image(tmp_path / "own.dcm").array - clean
-    big = read_image(tmp_path / "big.dcm").array - clean
-    assert np.std(big) > 1.2 * np.std(own)
+    fine = read_image(tmp_path / "fine.dcm").array - clean
+    assert np.std(fine) > 1.2 * np.std(own)
     result = run("simulate", source, "-o", tmp_path / "x.dcm", *options, "--pixel-spacing", "0")
     assert result.exit_code == 2 and "pixel-spacing" in result.output
+
+
+# --- rough edges of issue 10: each one the way a user met it ---
+
+
+def test_an_existing_file_as_output_is_blamed_not_the_input(tmp_path: Path) -> None:
+    source = tmp_path / "src" / "scan.png"
+    grey8(source)
+    existing = tmp_path / "existing_file"
+    existing.write_text("not a folder")
+
+    result = run("denoise", source, "-o", existing, "-m", "identity")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {existing}: the output must be a folder")
+    assert f"{source}:" not in result.stderr
+    assert existing.read_text() == "not a folder"
+
+
+def test_a_folder_alone_is_written_directly_under_the_output_folder(tmp_path: Path) -> None:
+    grey8(tmp_path / "mixed" / "a.png")
+    grey8(tmp_path / "mixed" / "sub" / "b.png", seed=1)
+
+    result = run("denoise", tmp_path / "mixed", "-o", tmp_path / "out" / "mixed", "-m", "identity")
+
+    assert result.exit_code == 0, result.output
+    written = sorted(
+        str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")
+    )
+    assert written == ["mixed/a.png", "mixed/sub/b.png"]
+
+
+def test_files_that_are_not_images_are_named_as_skipped(tmp_path: Path) -> None:
+    grey8(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "notes.txt").write_text("a note")
+    (tmp_path / "in" / "DICOMDIR").write_bytes(data_file("DICOMDIR").read_bytes())
+
+    result = run("denoise", tmp_path / "in", "-o", tmp_path / "out", "-m", "identity")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"skipped: {tmp_path / 'in' / 'DICOMDIR'}: a DICOM file without an image (pixel data)",
+        f"skipped: {tmp_path / 'in' / 'notes.txt'}: not an image file",
+    ]
+    assert "1 written" in result.stdout and "2 not images skipped" in result.stdout
+
+
+def test_a_png_renamed_dcm_is_written_back_as_png_under_a_png_name(tmp_path: Path) -> None:
+    array = grey16(tmp_path / "scan.png")
+    (tmp_path / "scan.png").rename(tmp_path / "renamed.dcm")
+
+    result = run("denoise", tmp_path / "renamed.dcm", "-o", tmp_path / "out", "-m", "identity")
+
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["renamed.png"]
+    assert np.array_equal(read_image(tmp_path / "out" / "renamed.png").array, array)
+
+
+def test_simulate_refuses_an_output_name_of_another_format(tmp_path: Path) -> None:
+    source = tmp_path / "clean.png"
+    grey8(source)
+
+    options = ["--noise", "gaussian", "--sigma", "10"]
+    result = run("simulate", source, "-o", tmp_path / "noisy.dcm", *options)
+
+    assert result.exit_code == 1
+    assert "name it noisy.png" in result.stderr
+    assert not (tmp_path / "noisy.dcm").exists()
+
+
+def test_a_folder_of_two_series_writes_two_derived_series(tmp_path: Path) -> None:
+    import pydicom
+
+    from .test_io_dicom import make_series
+
+    make_series(tmp_path / "mixed", series_uid="1.2.3.4.1", number=2, description="head")
+    make_series(tmp_path / "mixed", series_uid="1.2.3.4.2", number=5, prefix="other")
+
+    result = run("denoise", tmp_path / "mixed", "-o", tmp_path / "out", "-m", "median")
+
+    assert result.exit_code == 0, result.output
+    assert "2 written" in result.stdout
+    folders = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert folders == ["series_2_head", "series_5"]
+    for folder in folders:
+        written = [pydicom.dcmread(path) for path in (tmp_path / "out" / folder).iterdir()]
+        assert len(written) == 4
+        assert len({dataset.SeriesInstanceUID for dataset in written}) == 1
+
+
+def test_a_clipped_background_is_a_note_and_a_large_clip_a_warning(tmp_path: Path) -> None:
+    from meddenoise.batch import ItemResult, result_line, summarise
+
+    background = ItemResult(
+        tmp_path / "mr.dcm", tmp_path / "o.dcm", "written", clipped=5, values=1000
+    )
+    large = ItemResult(tmp_path / "us.dcm", tmp_path / "u.dcm", "written", clipped=300, values=1000)
+
+    assert result_line(background) is None
+    assert result_line(large) == (
+        f"warning: {tmp_path / 'u.dcm'}: 30.0% of the values were clipped into the stored range, "
+        "more than a background: check the output"
+    )
+    lines = summarise([background, large], verb="denoised", outdir=tmp_path)
+    assert lines[0] == f"denoised: 2 written to {tmp_path}, 0 failed"
+    assert lines[1].startswith("note: 2 of the written images had values clipped into the stored ")
+    assert "at most 30.00% of an image's values" in lines[1]
+
+
+def test_denoising_a_dark_background_reports_its_clipping_as_a_note(tmp_path: Path) -> None:
+    # A black background the method takes below 0: clipped back to 0, said once, not as an alarm.
+    array = np.zeros((64, 96), np.uint8)
+    array[24:40, 36:60] = np.random.default_rng(0).integers(100, 200, (16, 24))
+    PIL.Image.fromarray(array).save(tmp_path / "dark.png")
+
+    result = run(
+        "denoise", tmp_path / "dark.png", "-o", tmp_path / "out", "-m", "wavelet", "--sigma", 60
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    assert "note: 1 of the written images had values clipped" in result.stdout
+
+
+# --- evaluate leaves out what is not the image ---
+
+
+def test_evaluate_leaves_out_ct_padding_and_takes_the_range_inside_the_field_of_view(
+    tmp_path: Path, copy_of
+) -> None:
+    from meddenoise.metrics import compare
+
+    source = copy_of("693_UNCR.dcm")
+    noisy = tmp_path / "noisy.dcm"
+    run("simulate", source, "-o", noisy, "--noise", "gaussian", "--sigma", "5", "--seed", "3")
+    clean, test = read_image(source), read_image(noisy)
+    inside = ~clean.meta.keep_mask
+    reference = clean.array.astype(np.float64)
+    error = np.mean((reference[inside] - test.array[inside]) ** 2)
+    data_range = float(reference[inside].max() - reference[inside].min())
+
+    result = run("evaluate", "--reference", source, "--test", noisy, "--json")
+    text = run("evaluate", "--reference", source, "--test", noisy)
+
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["data_range"] == pytest.approx(data_range)
+    assert scores["psnr"] == pytest.approx(10 * np.log10(data_range**2 / error), abs=1e-6)
+    assert scores["scored"] == int(inside.sum()) < scores["pixels"]
+    everything = compare(reference, test.array, layout="grey")
+    assert scores["psnr"] < everything["psnr"] - 3  # the padding made it look 3+ dB better
+    assert "mask: padding excluded (PixelPaddingValue" in text.stdout
+    assert f"data range: {data_range:g} (the reference's range, scored pixels)" in text.stdout
+
+
+def test_evaluate_mask_file_scores_only_its_pixels(tmp_path: Path) -> None:
+    reference, test = tmp_path / "ref.png", tmp_path / "test.png"
+    clean = grey16(reference).astype(np.float64)
+    other = grey16(test, seed=5).astype(np.float64)
+    region = np.zeros(clean.shape, np.uint8)
+    region[4:20, 10:40] = 255
+    PIL.Image.fromarray(region).save(tmp_path / "mask.png")
+    inside = region > 0
+    data_range = clean[inside].max() - clean[inside].min()
+    error = np.mean((clean[inside] - other[inside]) ** 2)
+
+    result = run(
+        "evaluate", "--reference", reference, "--test", test, "--mask", tmp_path / "mask.png"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"mask: {tmp_path / 'mask.png'} (its non-zero pixels), 480 of 1,536" in result.stdout
+    assert f"PSNR: {10 * np.log10(data_range**2 / error):.3f} dB" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (np.arange(32 * 48, dtype=np.uint16).reshape(32, 48), "binary"),
+        (np.full((16, 16), 255, np.uint8), "does not match"),
+    ],
+    ids=["not-binary", "other-shape"],
+)
+def test_evaluate_refuses_a_mask_that_is_not_a_binary_image_of_its_shape(
+    mask: np.ndarray, message: str, tmp_path: Path
+) -> None:
+    reference = tmp_path / "ref.png"
+    grey16(reference)
+    PIL.Image.fromarray(mask).save(tmp_path / "mask.png")
+
+    result = run(
+        "evaluate", "--reference", reference, "--test", reference, "--mask", tmp_path / "mask.png"
+    )
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {tmp_path / 'mask.png'}: ")
+    assert message in result.stderr

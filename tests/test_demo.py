@@ -21,7 +21,7 @@ def test_demo_writes_outputs_and_a_report_where_denoising_helps(tmp_path):
     rows = [line for line in report.splitlines() if re.match(r"\| (CT|CR|MR) ", line)]
     assert len(rows) == 3
     # "default" gives each case the shipped model made for it: the CT case the low-dose CT model.
-    expected_ct = "`ct-lowdose`" if shipped_weights("ct-lowdose") else "`default`"
+    expected_ct = "`ct-lowdose`" if shipped_weights("ct-lowdose") else "`grey`"
     assert expected_ct in rows[0]
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]

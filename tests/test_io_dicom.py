@@ -346,6 +346,70 @@ def test_file_truncated_in_the_header(tmp_path):
         read_image(truncated)
 
 
+def test_a_corrupted_group_length_is_a_one_line_image_error(tmp_path):
+    # The VR of (0002,0000) overwritten: pydicom raises BytesLengthException, and only when the
+    # element is first used, long after dcmread returned.
+    data = bytearray(data_file("CT_small.dcm").read_bytes())
+    data[136:138] = b"\x00\x00"
+    broken = tmp_path / "group length.dcm"
+    broken.write_bytes(bytes(data))
+
+    with pytest.raises(ImageError) as caught:
+        read_image(broken)
+
+    message = str(caught.value)
+    assert message.startswith(f"{broken}: ")
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_an_image_file_whose_header_stops_early_is_called_damaged(tmp_path):
+    data = bytearray(data_file("CT_small.dcm").read_bytes())
+    data[842:846] = b"\xff\xff\xff\x7f"  # a length that runs past the end of the file
+    damaged = tmp_path / "damaged.dcm"
+    damaged.write_bytes(bytes(data))
+
+    with pytest.raises(ImageError, match="CT Image Storage holds an image: the file is damaged"):
+        read_image(damaged)
+
+
+def test_rgb_dicom_with_equal_channels_is_grey_and_written_back_as_three_equal_channels(
+    tmp_path,
+):
+    dataset = pydicom.dcmread(data_file("SC_rgb.dcm"))
+    pixels = dataset.pixel_array.copy()
+    pixels[..., 1] = pixels[..., 2] = pixels[..., 0]
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(tmp_path / "grey_as_rgb.dcm")
+
+    image = read_image(tmp_path / "grey_as_rgb.dcm")
+    halved = transform_image(image, lambda unit: unit * 0.5, method="halve", parameters={})
+    write_image(halved, tmp_path / "out.dcm")
+
+    assert (image.meta.layout, image.meta.grey_as_rgb) == ("grey", True)
+    written = decoded(tmp_path / "out.dcm")
+    assert written.shape == pixels.shape
+    assert np.array_equal(written[..., 0], written[..., 1])
+    assert np.array_equal(written[..., 0], written[..., 2])
+    assert pydicom.dcmread(tmp_path / "out.dcm").PhotometricInterpretation == "RGB"
+
+
+def test_a_source_without_its_sop_class_is_written_with_the_file_meta_s_or_refused(tmp_path):
+    dataset = pydicom.dcmread(data_file("CT_small.dcm"))
+    del dataset.SOPClassUID
+    dataset.save_as(tmp_path / "no_class.dcm")
+    image = read_image(tmp_path / "no_class.dcm")
+
+    write_image(image, tmp_path / "out.dcm")
+    del image.meta.details.datasets[0].file_meta.MediaStorageSOPClassUID
+    del image.meta.details.datasets[0].SOPClassUID
+
+    written = pydicom.dcmread(tmp_path / "out.dcm")
+    assert written.SOPClassUID == pydicom.uid.CTImageStorage
+    with pytest.raises(ImageError, match="the source has no SOPClassUID"):
+        write_image(image, tmp_path / "refused.dcm")
+    assert not (tmp_path / "refused.dcm").exists()
+
+
 def test_refuses_to_overwrite_its_source(copy_of):
     source = copy_of("CT_small.dcm")
     before = file_digest(source)
@@ -355,10 +419,24 @@ def test_refuses_to_overwrite_its_source(copy_of):
     assert file_digest(source) == before
 
 
-def make_series(folder: Path, slices: int = 4) -> list[float]:
+def make_series(
+    folder: Path,
+    slices: int = 4,
+    *,
+    series_uid: str | None = None,
+    number: int | None = None,
+    description: str | None = None,
+    prefix: str = "slice",
+) -> list[float]:
     """Single-frame slices of one series written in shuffled order; returns z positions."""
     template = pydicom.dcmread(data_file("CT_small.dcm"))
-    folder.mkdir(parents=True)
+    if series_uid is not None:
+        template.SeriesInstanceUID = series_uid
+    if number is not None:
+        template.SeriesNumber = number
+    if description is not None:
+        template.SeriesDescription = description
+    folder.mkdir(parents=True, exist_ok=True)
     positions = []
     order = [2, 0, 3, 1][:slices]
     for file_index, slice_index in enumerate(order):
@@ -370,7 +448,7 @@ def make_series(folder: Path, slices: int = 4) -> list[float]:
         dataset.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         dataset.InstanceNumber = 10 - file_index
         dataset.SOPInstanceUID = pydicom.uid.generate_uid()
-        dataset.save_as(folder / f"slice_{file_index}.dcm")
+        dataset.save_as(folder / f"{prefix}_{file_index}.dcm")
         positions.append(5.0 * slice_index)
     return positions
 

@@ -151,8 +151,9 @@ def test_a_registered_format_goes_through_the_batch_runner(
     assert [(result.source.name, result.status) for result in results] == [
         ("a.toy", "written"),
         ("b.png", "written"),
+        ("notes.txt", "ignored"),
     ]
-    assert np.array_equal(read_image(tmp_path / "out" / "study" / "a.toy").array, toy_array)
+    assert np.array_equal(read_image(tmp_path / "out" / "a.toy").array, toy_array)
 
 
 def test_without_its_registry_line_the_format_is_unknown(

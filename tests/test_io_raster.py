@@ -35,6 +35,17 @@ def save_png(array: np.ndarray, path: Path) -> None:
     PIL.Image.fromarray(array).save(path)
 
 
+def save_png16_rgb(array: np.ndarray, path: Path) -> None:
+    """A 16-bit RGB PNG written by pypng (Pillow cannot write one)."""
+    import png
+
+    height, width = array.shape[:2]
+    with open(path, "wb") as handle:
+        png.Writer(width, height, greyscale=False, bitdepth=16).write(
+            handle, array.reshape(height, width * 3)
+        )
+
+
 def save_tiff(array: np.ndarray, path: Path) -> None:
     photometric = "rgb" if array.ndim == 3 and array.shape[-1] == 3 else "minisblack"
     tifffile.imwrite(path, array, photometric=photometric)
@@ -66,6 +77,12 @@ LOSSLESS_CASES: dict[str, tuple[str, Callable[[np.ndarray, Path], None], np.ndar
     "png-8bit-grey": (".png", save_png, random_integers(np.uint8, (32, 48)), "grey"),
     "png-16bit-grey": (".png", save_png, random_integers(np.uint16, (32, 48)), "grey"),
     "png-8bit-rgb": (".png", save_png, random_integers(np.uint8, (32, 48, 3)), "colour"),
+    "png-16bit-rgb": (
+        ".png",
+        save_png16_rgb,
+        random_integers(np.uint16, (32, 48, 3)),
+        "colour",
+    ),
     "png-3x3": (".png", save_png, random_integers(np.uint8, (3, 3)), "grey"),
     "png-1xN": (".png", save_png, random_integers(np.uint16, (1, 17)), "grey"),
     "png-Nx1": (".png", save_png, random_integers(np.uint8, (17, 1)), "grey"),
@@ -190,6 +207,16 @@ def good_tiff_bytes(tmp_path: Path) -> bytes:
     return path.read_bytes()
 
 
+def looping_tiff_bytes(tmp_path: Path) -> bytes:
+    """A TIFF whose first page names itself as the next one (tifffile would walk it forever)."""
+    data = bytearray(good_tiff_bytes(tmp_path))
+    first = int.from_bytes(data[4:8], "little")
+    entries = int.from_bytes(data[first : first + 2], "little")
+    following = first + 2 + 12 * entries
+    data[following : following + 4] = first.to_bytes(4, "little")
+    return bytes(data)
+
+
 def half(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
@@ -205,6 +232,20 @@ def nan_tiff_bytes(tmp_path: Path) -> bytes:
 def too_wide_tiff_bytes(tmp_path: Path) -> bytes:
     path = tmp_path / "wide-source.tif"
     tifffile.imwrite(path, np.array([[-1e308, 0.0], [1.0, 1e308]]))
+    return path.read_bytes()
+
+
+def palette_png_bytes(
+    tmp_path: Path, palette: list[int], indices: np.ndarray | None = None, **options: object
+) -> bytes:
+    """A palette PNG of `indices` (default: a ramp over the palette's entries)."""
+    entries = len(palette) // 3
+    if indices is None:
+        indices = (np.arange(8 * 8) % entries).reshape(8, 8)
+    picture = PIL.Image.fromarray(indices.astype(np.uint8), mode="P")
+    picture.putpalette(palette)
+    path = tmp_path / "palette-source.png"
+    picture.save(path, **options)
     return path.read_bytes()
 
 
@@ -225,12 +266,16 @@ BAD_FILES: dict[str, tuple[str, Callable[[Path], bytes], str]] = {
     "png-signature-only": ("sig.png", lambda tmp: PNG_SIGNATURE, "PNG"),
     "truncated-tiff": ("cut.tif", lambda tmp: half(good_tiff_bytes(tmp)), "TIFF"),
     "truncated-tiff-header": ("head.tif", lambda tmp: good_tiff_bytes(tmp)[:6], "TIFF"),
-    "rgb16-png": ("rgb16.png", lambda tmp: rgb16_png(), "16-bit colour"),
+    "tiff-pages-in-a-loop": ("loop.tif", looping_tiff_bytes, "loop back"),
     "nan-float-tiff": ("nan.tif", nan_tiff_bytes, "NaN"),
     "float-range-too-wide": ("wide.tif", too_wide_tiff_bytes, "too wide"),
     "rgba-png": ("rgba.png", lambda tmp: alpha_png_bytes(tmp, "RGBA"), "alpha"),
     "grey-alpha-png": ("la.png", lambda tmp: alpha_png_bytes(tmp, "LA"), "alpha"),
-    "palette-png": ("palette.png", lambda tmp: alpha_png_bytes(tmp, "P"), "palette"),
+    "palette-png-with-transparency": (
+        "palette.png",
+        lambda tmp: palette_png_bytes(tmp, [0, 0, 0, 9, 9, 9], transparency=0),
+        "transparency",
+    ),
 }
 
 
@@ -254,14 +299,87 @@ def test_bad_file_raises_image_error_naming_it_and_stays_unchanged(
     assert file_digest(path) == before
 
 
-def test_rgb16_png_is_a_valid_png_that_pillow_would_silently_truncate(tmp_path: Path) -> None:
-    # Guards the test above: the hand-made file really is a decodable 16-bit RGB PNG.
+# --- formats Pillow alone would get wrong: 16-bit colour, palettes, grey stored as RGB ---
+
+
+def test_16bit_colour_png_keeps_every_value_that_pillow_would_truncate(tmp_path: Path) -> None:
     path = tmp_path / "rgb16.png"
     path.write_bytes(rgb16_png())
-
-    with PIL.Image.open(path) as picture:
-        assert picture.size == (4, 3)
+    with PIL.Image.open(path) as picture:  # what Pillow makes of it: 8-bit RGB
         assert picture.mode == "RGB"
+    expected = (np.arange(4 * 3) * 5000).astype(np.uint16).reshape(4, 3)
+
+    first, back = identity_round_trip(path, tmp_path / "out.png")
+
+    assert first.dtype == back.dtype == np.uint16
+    assert first.shape == (3, 4, 3)
+    assert np.array_equal(first, np.broadcast_to(expected, (3, 4, 3)))
+    assert np.array_equal(back, first)
+
+
+def test_a_written_16bit_colour_png_is_16bit_for_other_readers(tmp_path: Path) -> None:
+    import png
+
+    array = random_integers(np.uint16, (5, 7, 3))
+    save_png16_rgb(array, tmp_path / "in.png")
+
+    identity_round_trip(tmp_path / "in.png", tmp_path / "out.png")
+
+    _, _, rows, info = png.Reader(filename=str(tmp_path / "out.png")).asDirect()
+    assert (info["bitdepth"], info["planes"]) == (16, 3)
+    assert np.array_equal(np.vstack(list(rows)).reshape(5, 7, 3), array)
+
+
+def test_grey_palette_png_is_read_as_grey_values(tmp_path: Path) -> None:
+    palette = [value for level in (0, 80, 160, 255) for value in (level, level, level)]
+    path = tmp_path / "grey-palette.png"
+    path.write_bytes(palette_png_bytes(tmp_path, palette))
+
+    first, back = identity_round_trip(path, tmp_path / "out.png")
+
+    assert read_image(path).meta.layout == "grey"
+    expected = np.array([0, 80, 160, 255], np.uint8)[(np.arange(64) % 4).reshape(8, 8)]
+    assert np.array_equal(first, expected)
+    assert np.array_equal(back, expected)
+
+
+def test_colour_palette_png_is_read_as_rgb_values(tmp_path: Path) -> None:
+    palette = [255, 0, 0, 0, 128, 0, 10, 20, 30]
+    path = tmp_path / "colour-palette.png"
+    path.write_bytes(palette_png_bytes(tmp_path, palette))
+
+    first, back = identity_round_trip(path, tmp_path / "out.png")
+
+    assert read_image(path).meta.layout == "colour"
+    expected = np.array(palette, np.uint8).reshape(3, 3)[(np.arange(64) % 3).reshape(8, 8)]
+    assert np.array_equal(first, expected)
+    assert np.array_equal(back, expected)
+
+
+@pytest.mark.parametrize(("suffix", "save"), [(".png", save_png), (".tif", save_tiff)])
+def test_rgb_with_equal_channels_is_grey_and_written_back_with_equal_channels(
+    suffix: str, save: Callable[[np.ndarray, Path], None], tmp_path: Path
+) -> None:
+    grey = smooth_image((24, 32))
+    source = tmp_path / f"grey-as-rgb{suffix}"
+    save(np.stack([grey] * 3, axis=-1), source)
+
+    image = read_image(source)
+    halved = transform_image(image, lambda unit: unit * 0.5, method="halve", parameters={})
+    write_image(halved, tmp_path / f"out{suffix}")
+
+    assert image.meta.layout == "grey" and image.meta.grey_as_rgb
+    assert np.array_equal(image.array, grey)
+    written = read_image(tmp_path / f"out{suffix}")
+    assert written.meta.grey_as_rgb
+    stored = (
+        tifffile.imread(tmp_path / f"out{suffix}")
+        if suffix == ".tif"
+        else np.asarray(PIL.Image.open(tmp_path / f"out{suffix}"))
+    )
+    assert stored.shape == (24, 32, 3)
+    assert np.array_equal(stored[..., 0], stored[..., 1])
+    assert np.array_equal(stored[..., 0], stored[..., 2])
 
 
 def test_missing_file_raises_image_error(tmp_path: Path) -> None:

@@ -108,3 +108,61 @@ def test_non_finite_inputs_raise(function, bad_value: float) -> None:
 def test_ssim_too_small_raises_clearly() -> None:
     with pytest.raises(ValueError, match="7"):
         ssim(np.zeros((5, 30)), np.zeros((5, 30)), data_range=1.0)
+
+
+# --- masks: only the pixels that hold the image are scored ---
+
+
+def test_masked_metrics_score_only_the_masked_pixels() -> None:
+    reference, test = _pair((40, 48))
+    mask = np.zeros(reference.shape, bool)
+    mask[5:30, 10:40] = True
+
+    expected_mse = float(np.mean((reference[mask] - test[mask]) ** 2))
+    _, local = structural_similarity(reference, test, data_range=1.0, full=True)
+    interior = np.zeros(reference.shape, bool)
+    interior[3:-3, 3:-3] = True
+
+    assert mse(reference, test, mask=mask) == pytest.approx(expected_mse, rel=1e-12)
+    assert psnr(reference, test, data_range=1.0, mask=mask) == pytest.approx(
+        10 * np.log10(1.0 / expected_mse), abs=1e-9
+    )
+    assert ssim(reference, test, data_range=1.0, mask=mask) == pytest.approx(
+        float(local[mask & interior].mean()), abs=1e-12
+    )
+
+
+@pytest.mark.parametrize("layout", list(SHAPES))
+def test_a_mask_of_every_pixel_gives_the_unmasked_scores(layout: str) -> None:
+    shape, _ = SHAPES[layout]
+    reference, test = _pair(shape)
+    everything = np.ones(shape if layout != "colour" else shape[:-1], bool)
+
+    assert summary(reference, test, data_range=1.0, mask=everything) == pytest.approx(
+        summary(reference, test, data_range=1.0)
+    )
+
+
+def test_compare_takes_the_data_range_inside_the_mask() -> None:
+    from meddenoise.metrics import compare
+
+    reference, test = _pair((32, 32))
+    reference[:4], test[:4] = -3024.0, -3024.0  # padding far below the image's values
+    mask = np.ones(reference.shape, bool)
+    mask[:4] = False
+
+    scores = compare(reference, test, layout="grey", mask=mask)
+
+    assert scores["data_range"] == pytest.approx(reference[4:].max() - reference[4:].min())
+    assert (scores["scored"], scores["pixels"]) == (28 * 32, 32 * 32)
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [(np.zeros((16, 16), bool), "selects no pixel"), (np.ones((8, 8), bool), "does not match")],
+)
+def test_bad_masks_raise(mask: np.ndarray, message: str) -> None:
+    reference, test = _pair((16, 16))
+
+    with pytest.raises(ValueError, match=message):
+        mse(reference, test, mask=mask)

@@ -11,6 +11,7 @@ from skimage.data import shepp_logan_phantom
 from skimage.transform import iradon, radon, resize
 
 from meddenoise.noise import (
+    LEGACY_FULL_DOSE_PHOTONS,
     NOISE_MODELS,
     GaussianNoise,
     LowDoseCT,
@@ -320,7 +321,7 @@ def test_ct_noise_grows_as_inverse_sqrt_dose() -> None:
     reference = noise_free_fbp(clean)
     stds = {}
     for dose in (1.0, 0.25):
-        # No electronic noise, 1e5 photons: pure shot noise, where std ~ 1/sqrt(dose) holds.
+        # No electronic noise: pure shot noise, where std ~ 1/sqrt(dose) holds.
         model = LowDoseCT(dose_fraction=dose, electronic_noise=0.0, views=CT_VIEWS)
         stds[dose] = np.std(model(clean, np.random.default_rng(11)) - reference)
     # The ratio's spread over seeds is ~0.03 at this size.
@@ -330,8 +331,11 @@ def test_ct_noise_grows_as_inverse_sqrt_dose() -> None:
 def test_ct_electronic_noise_adds_noise_at_low_dose() -> None:
     clean = phantom(64)
     reference = noise_free_fbp(clean)
-    quiet = LowDoseCT(dose_fraction=0.05, electronic_noise=0.0, views=CT_VIEWS)
-    loud = LowDoseCT(dose_fraction=0.05, electronic_noise=30.0, views=CT_VIEWS)
+    # Per-reading counts of the simulation before the calibration (1e5 at full dose): few
+    # enough that 30 counts of electronic noise matter at 5 % dose.
+    legacy = {"full_dose_photons": LEGACY_FULL_DOSE_PHOTONS, "views": CT_VIEWS}
+    quiet = LowDoseCT(dose_fraction=0.05, electronic_noise=0.0, **legacy)
+    loud = LowDoseCT(dose_fraction=0.05, electronic_noise=30.0, **legacy)
     rng_seed = 12
     std_quiet = np.std(quiet(clean, np.random.default_rng(rng_seed)) - reference)
     std_loud = np.std(loud(clean, np.random.default_rng(rng_seed)) - reference)

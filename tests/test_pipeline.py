@@ -123,6 +123,71 @@ def test_invalid_sigma_is_refused(sigma: float) -> None:
         denoise(noisy((16, 16)), method="gaussian", sigma=sigma)
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        lambda image: image * 4000 - 1000,  # HU
+        lambda image: image * 255,  # 8-bit values as floats
+        lambda image: image - 1.5,
+    ],
+    ids=["hu", "0-255", "shifted"],
+)
+def test_values_outside_the_unit_range_are_refused_naming_the_fix(values) -> None:
+    with pytest.raises(ValueError, match=r"not \[0, 1\].*image\.meta\.mapping\.to_unit"):
+        denoise(values(noisy((16, 16))), method="gaussian", sigma=0.1)
+
+
+def test_noise_a_little_outside_the_unit_range_is_accepted() -> None:
+    rng = np.random.default_rng(2)
+    image = np.linspace(0, 1, 32 * 32).reshape(32, 32) + rng.normal(0, 0.2, (32, 32))
+    assert -1.0 < image.min() < 0 and 1 < image.max() < 2.0
+
+    assert denoise(image, method="gaussian", sigma=0.2).shape == (32, 32)
+
+
+@pytest.mark.parametrize("sigma", [25.0, 1.5])
+def test_sigma_above_1_is_refused_as_0_255_units(sigma: float) -> None:
+    with pytest.raises(ValueError, match=f"sigma={sigma / 255:.4g}"):
+        denoise(noisy((16, 16)), method="gaussian", sigma=sigma)
+
+
+def test_denoise_image_takes_a_method_name_and_keeps_the_units() -> None:
+    hu = noisy((24, 24)) * 2000 - 1000
+    image = image_of(hu, "grey")
+
+    by_name = denoise_image(image, "gaussian")
+
+    assert by_name.meta.derivation["method"] == "gaussian"
+    assert abs(by_name.array.mean() - hu.mean()) < 20  # still HU, not [0, 1]
+
+
+def test_the_readme_python_example_runs_on_a_ct_file(tmp_path, monkeypatch) -> None:
+    import re
+    import shutil
+    from pathlib import Path
+
+    from .conftest import data_file
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    code = next(
+        block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "HU" in block
+    )
+    shutil.copyfile(data_file("CT_small.dcm"), tmp_path / "ct.dcm")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+
+    exec(compile(code, "README.md", "exec"), namespace)
+
+    from meddenoise.io import read_image
+
+    source, written = read_image(tmp_path / "ct.dcm"), read_image(tmp_path / "out" / "ct.dcm")
+    assert written.array.shape == source.array.shape
+    assert np.abs(written.array - source.array).mean() < 100  # HU in, HU out
+    assert np.abs(namespace["hu"] - source.array).mean() < 100
+    with pytest.raises(ValueError, match="not \\[0, 1\\]"):
+        denoise(source.array.astype(np.float32))
+
+
 def test_zero_sigma_is_accepted() -> None:
     assert denoise(noisy((16, 16)), method="gaussian", sigma=0.0).shape == (16, 16)
 

@@ -162,3 +162,28 @@ def test_explicit_fp32_matches_a_plain_network_call() -> None:
         expected = network(torch.from_numpy(image)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(denoiser(image), expected, atol=1e-6)
     assert inference.resolve_precision("fp32") == "fp32"
+
+
+@pytest.mark.parametrize(("native", "expected"), [(False, [False]), (True, [True])])
+def test_training_in_bf16_runs_bf16_only_where_native(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool, expected: list[bool]
+) -> None:
+    """A config's `precision: bf16` trains in bf16 only on a CPU that has it natively."""
+    from meddenoise import train
+    from meddenoise.config import load_config
+
+    from .test_train import tiny_config
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    seen: list[bool] = []
+    original = train.train_one_epoch
+
+    def recording(*args: object, bf16: bool = False, **kwargs: object) -> float:
+        seen.append(bf16)
+        return original(*args, bf16=bf16, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train, "train_one_epoch", recording)
+    changes = {"precision": "bf16", "epochs": 1, "data.patches_per_epoch": 32}
+    train.fit(load_config(tiny_config(tmp_path, **changes)), progress=False)
+    assert seen == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,22 @@ def test_short_training_beats_the_noisy_input_by_2_db(tmp_path):
     assert result.history[-1]["val_psnr"] >= result.baseline["psnr"] + 2.0
     assert result.best.is_file() and result.last.is_file()
     assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,")
+
+
+def test_the_epoch_log_line_names_the_epoch_once(tmp_path, caplog):
+    config = tiny_config(tmp_path, epochs=1)
+    config["model"]["arguments"] = {"depth": 3, "features": 8}
+    config["data"]["patches_per_epoch"] = 32
+
+    with caplog.at_level(logging.INFO, logger="meddenoise"):
+        fit(load_config(config), progress=False)
+
+    lines = [
+        record.getMessage() for record in caplog.records if "train_loss" in record.getMessage()
+    ]
+    assert len(lines) == 1
+    assert lines[0].startswith("epoch 1, train_loss ")
+    assert lines[0].count("epoch") == 1
 
 
 def test_checkpoint_holds_the_config_and_rebuilds_its_network(tmp_path):

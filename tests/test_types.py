@@ -22,7 +22,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "meddenoise"
 
 
 def _png(path: Path, shape: tuple[int, ...]) -> Path:
-    PIL.Image.fromarray(np.zeros(shape, np.uint8)).save(path)
+    # Values that differ between channels: an RGB file with equal channels reads as grey.
+    PIL.Image.fromarray((np.arange(np.prod(shape)) % 251).reshape(shape).astype(np.uint8)).save(
+        path
+    )
     return path
 
 

@@ -23,40 +23,54 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from meddenoise.io import (
     DEFAULT_MAX_PIXELS,
+    Image,
     ImageError,
     WriteReport,
     detect_format,
     format_for_suffix,
     image_properties,
     is_image_file,
+    output_name,
     read_image,
     write_image,
 )
 from meddenoise.pipeline import denoise_image, transform_image
 from meddenoise.types import Denoiser, NoiseModel, is_colour
 
+if TYPE_CHECKING:
+    from meddenoise.io.dicom import SeriesHeader
+
 __all__ = [
+    "CLIP_WARNING_FRACTION",
     "DenoiserPerKind",
     "Item",
     "ItemResult",
     "Status",
+    "check_output_folder",
     "denoise_item",
     "plan_batch",
     "plan_pairs",
     "run_batch",
+    "series_folder_name",
     "simulate_item",
+    "summarise",
 ]
 
-Status = Literal["written", "skipped", "failed"]
+Status = Literal["written", "skipped", "ignored", "failed"]
+# A denoiser pushes a flat black (or white) background a little past the end of the stored range
+# and clipping puts it back: information.  More than a fifth of an image clipped is more than a
+# background: a warning.
+CLIP_WARNING_FRACTION = 0.2
 # What a per-item function may raise for one bad item without stopping the batch; anything else
 # is a bug and stops it.
 ITEM_ERRORS = (ImageError, ValueError, OSError, RuntimeError, TypeError)
@@ -81,6 +95,9 @@ class Item:
         Whether `output` is a folder that receives one file per input, named as the input.
     problem
         Why the item cannot run, one line naming the file; empty when it can.
+    ignored
+        Why the item is not an image to process (a text file, a DICOMDIR), one line naming the
+        file; empty for images.  `run_batch` reports it as "ignored", not as a failure.
     """
 
     index: int
@@ -89,6 +106,7 @@ class Item:
     inputs: tuple[Path, ...] = ()
     folder: bool = False
     problem: str = ""
+    ignored: str = ""
 
     @property
     def outputs(self) -> tuple[Path, ...]:
@@ -111,13 +129,17 @@ class ItemResult:
     output
         Its planned output, or None when none could be planned.
     status
-        "written", "skipped" (its output was already complete, with ``resume=True``) or "failed".
+        "written", "skipped" (its output was already complete, with ``resume=True``), "ignored"
+        (not an image: a text file, a DICOMDIR) or "failed".
     reason
-        For "skipped" and "failed": one line that names the file and says why; else empty.
+        For "skipped", "ignored" and "failed": one line that names the file and says why; else
+        empty.
     clipped
         Values the writer clipped into the stored range (never wrapped).
     paths
         The files written.
+    values
+        Values written in all, for the clipped fraction (0 when the writer does not count).
     """
 
     source: Path
@@ -126,6 +148,12 @@ class ItemResult:
     reason: str = ""
     clipped: int = 0
     paths: tuple[Path, ...] = ()
+    values: int = 0
+
+    @property
+    def clipped_fraction(self) -> float:
+        """The share of the written values that were clipped into the stored range."""
+        return self.clipped / self.values if self.values else 0.0
 
     def as_row(self) -> dict[str, str]:
         """The result as text fields, e.g. for `csv.DictWriter`.
@@ -156,61 +184,157 @@ def _format_guess(path: Path) -> str | None:
         return format_for_suffix(path)
 
 
-def _folder_items(folder: Path, outdir: Path) -> list[Item]:
-    """Every image under `folder`, mirrored under ``outdir / folder.name``.
+def _file_item(path: Path, target: Path, format_name: str | None = None) -> Item:
+    """One file, written under `target` with its format's suffix (`io.output_name`)."""
+    name = output_name(path.name, format_name or _format_guess(path))
+    return Item(0, path, target / name, (path,))
 
-    A sub-folder whose DICOM files are all of one series, and more than one, is one item (read as a
-    volume); every other file is its own item.  Hidden files and folders are skipped, and so are
-    the outputs when they lie inside `folder` (an output folder inside the input folder, or the
-    input folder given as the output folder), so outputs are never read again as inputs.  When
-    `folder` lies inside the output folder nothing is skipped: the plan refuses the outputs that
-    would overwrite inputs instead of silently finding nothing.
+
+def _not_an_image(path: Path, why: str) -> Item:
+    return Item(0, path, None, (path,), ignored=str(ImageError(path, why)))
+
+
+def series_folder_name(header: SeriesHeader, taken: set[str]) -> str:
+    """The output folder of a series that shares its folder with other series.
+
+    ``series_<SeriesNumber>_<SeriesDescription>`` in letters, digits, '.', '-' and '_'; the end
+    of the SeriesInstanceUID is added when two series would get one name.
+
+    Parameters
+    ----------
+    header
+        The series' header (`io.dicom.series_header`).
+    taken
+        Names already given in the same folder; the new name is added to it.
+
+    Returns
+    -------
+    str
     """
-    from meddenoise.io.dicom import series_key
+    words = ["series", header.number, header.description]
+    name = re.sub(r"[^A-Za-z0-9.-]+", "_", "_".join(word for word in words if word)).strip("._")
+    if name in taken:
+        name = f"{name}_{header.uid.replace('.', '')[-8:]}"
+    base, count = name, 2
+    while name in taken:
+        name, count = f"{base}_{count}", count + 1
+    taken.add(name)
+    return name
 
+
+def _directory_items(directory: Path, target: Path) -> list[Item]:
+    """The items of one directory's files (not its sub-folders), written under `target`.
+
+    Files that are not images (by name and first bytes), and DICOM files without pixel data (a
+    DICOMDIR, a report, a plan) become ignored items that say so.  The DICOM slices of a series
+    (more than one file) are one item, read as a volume; when the directory holds several series,
+    each goes to its own folder (`series_folder_name`).
+    """
+    from meddenoise.io.dicom import series_header
+
+    items: list[Item] = []
+    series: dict[str, list[Path]] = {}
+    headers: dict[str, SeriesHeader] = {}
+    for path in sorted(path for path in directory.iterdir() if path.is_file()):
+        if path.name.startswith("."):
+            continue
+        if not is_image_file(path):
+            items.append(_not_an_image(path, "not an image file"))
+            continue
+        format_name = _format_guess(path)
+        if format_name != "dicom":
+            items.append(_file_item(path, target, format_name))
+            continue
+        header = series_header(path)
+        if header is not None and not header.image:
+            items.append(_not_an_image(path, "a DICOM file without an image (pixel data)"))
+            continue
+        key = header.uid if header is not None and header.uid else f"unreadable:{path.name}"
+        series.setdefault(key, []).append(path)
+        if header is not None:
+            headers.setdefault(key, header)
+    volumes = {key: members for key, members in series.items() if len(members) > 1}
+    taken: set[str] = set()
+    for key, members in sorted(series.items(), key=lambda entry: _series_order(headers, entry)):
+        if key not in volumes:
+            items.append(_file_item(members[0], target, "dicom"))
+        elif len(volumes) == 1 and len(series) == 1:
+            items.append(Item(0, directory, target, tuple(members), folder=True))
+        else:
+            output = target / series_folder_name(headers[key], taken)
+            items.append(Item(0, directory, output, tuple(members), folder=True))
+    return items
+
+
+def _series_order(headers: dict[str, SeriesHeader], entry: tuple[str, list[Path]]) -> tuple:
+    header = headers.get(entry[0])
+    number = header.number if header is not None else ""
+    return (0, int(number), entry[0]) if number.isdigit() else (1, 0, entry[0])
+
+
+def _folder_items(folder: Path, target: Path, output_roots: Sequence[Path]) -> list[Item]:
+    """Every image under `folder`, mirrored under `target`.
+
+    Hidden files and folders are skipped, and so are the batch's output folders (`output_roots`:
+    the output folder and, with several inputs, each input folder's own) when they lie inside
+    `folder`, so outputs are never read again as inputs.  When `folder` lies inside the output
+    folder nothing is skipped: the plan refuses the outputs that would overwrite inputs instead
+    of silently finding nothing.
+    """
     root = folder.resolve()
-    skipped_root = None
-    for candidate in (outdir.resolve(), (outdir / folder.name).resolve()):
-        if root in candidate.parents:
-            skipped_root = candidate
-            break
+    skipped = [path.resolve() for path in output_roots if root in path.resolve().parents]
     items: list[Item] = []
     directories = [folder, *sorted(path for path in folder.rglob("*") if path.is_dir())]
     for directory in directories:
         resolved = directory.resolve()
-        if skipped_root is not None and (
-            resolved == skipped_root or skipped_root in resolved.parents
-        ):
+        if any(resolved == out or out in resolved.parents for out in skipped):
             continue
         if any(part.startswith(".") for part in directory.relative_to(folder).parts):
             continue
-        target = outdir / folder.name / directory.relative_to(folder)
-        files = sorted(
-            path for path in directory.iterdir() if path.is_file() and is_image_file(path)
-        )
-        series: dict[str, list[Path]] = {}
-        for path in files:
-            if _format_guess(path) != "dicom":
-                items.append(Item(0, path, target / path.name, (path,)))
-                continue
-            key = series_key(path)
-            series.setdefault(key or f"unreadable:{path.name}", []).append(path)
-        for members in series.values():
-            # A series of several files is one volume only when it is the folder's only series.
-            if len(members) > 1 and len(series) == 1:
-                items.append(Item(0, directory, target, tuple(members), folder=True))
-            else:
-                items.extend(Item(0, path, target / path.name, (path,)) for path in members)
+        items.extend(_directory_items(directory, target / directory.relative_to(folder)))
     return items
 
 
+def check_output_folder(outdir: str | os.PathLike[str]) -> Path:
+    """`outdir` as a Path, after checking it is, or can become, a folder.
+
+    Parameters
+    ----------
+    outdir
+        The output folder of a batch.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ImageError
+        Naming `outdir` (or the file in its way) when a file stands where the folder must go.
+    """
+    outdir = Path(outdir)
+    for candidate in (outdir, *outdir.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "" if candidate == outdir else f" ({candidate} is a file)"
+                raise ImageError(
+                    outdir, f"the output must be a folder, and a file is in the way{where}"
+                )
+            break
+    return outdir
+
+
 def _discover(inputs: Sequence[Path], outdir: Path) -> list[Item]:
+    if len(inputs) == 1 and inputs[0].is_dir():
+        # One folder: the output folder mirrors it (no extra level named after it).
+        return _folder_items(inputs[0], outdir, [outdir])
+    roots = [outdir, *(outdir / source.name for source in inputs if source.is_dir())]
     items: list[Item] = []
     for source in inputs:
         if source.is_dir():
-            items.extend(_folder_items(source, outdir))
+            items.extend(_folder_items(source, outdir / source.name, roots))
         elif source.exists():
-            items.append(Item(0, source, outdir / source.name, (source,)))
+            items.append(_file_item(source, outdir))
         else:
             items.append(
                 Item(0, source, None, problem=str(ImageError(source, "no such file or folder")))
@@ -251,18 +375,30 @@ def plan_batch(
     inputs
         Image files, DICOM series folders and folders of images (searched recursively).
     outdir
-        The output folder: a file ``x.png`` is written to ``outdir/x.png``, a folder ``study`` is
-        mirrored as ``outdir/study/...``, a DICOM series folder becomes a folder of derived slices.
+        The output folder.  A file ``x.png`` is written to ``outdir/x.png``, under its format's
+        suffix (`io.output_name`: a PNG named ``x.dcm`` is written as ``outdir/x.png``).  One
+        folder given alone is mirrored in `outdir` itself (``study/a/b.png`` ->
+        ``outdir/a/b.png``); among several inputs, a folder ``study`` is mirrored in
+        ``outdir/study/``.  A folder's DICOM slices of one series become a folder of derived
+        slices; a folder holding several series gives each its own folder
+        (`series_folder_name`).
 
     Returns
     -------
     list of Item
         In input order, folders in sorted order.  Missing inputs, outputs that would overwrite an
         input, and outputs another item already writes are items with a `problem`, which
-        `run_batch` reports as failed without running anything for them.
+        `run_batch` reports as failed without running anything for them; files that are not
+        images (by name and first bytes, or DICOM files without pixel data) are items with an
+        `ignored` reason.
+
+    Raises
+    ------
+    ImageError
+        When a file stands where the output folder must go (`check_output_folder`).
     """
     paths = [Path(path) for path in inputs]
-    return _refuse_collisions(_discover(paths, Path(outdir)))
+    return _refuse_collisions(_discover(paths, check_output_folder(outdir)))
 
 
 def plan_pairs(
@@ -283,8 +419,8 @@ def plan_pairs(
     from meddenoise.io.dicom import series_files
 
     items: list[Item] = []
-    for source_name, output_name in pairs:
-        source, output = Path(source_name), Path(output_name)
+    for source_name, target_name in pairs:
+        source, output = Path(source_name), Path(target_name)
         if source.is_dir():
             try:
                 items.append(Item(0, source, output, tuple(series_files(source)), folder=True))
@@ -302,6 +438,8 @@ def plan_pairs(
 
 
 def _run_item(item: Item, work: Callable[[Item], WriteReport], *, resume: bool) -> ItemResult:
+    if item.ignored:
+        return ItemResult(item.source, item.output, "ignored", item.ignored)
     if item.problem:
         return ItemResult(item.source, item.output, "failed", item.problem)
     if resume and all(path.exists() for path in item.outputs):
@@ -314,7 +452,12 @@ def _run_item(item: Item, work: Callable[[Item], WriteReport], *, resume: bool) 
         reason = " ".join(line.strip() for line in message.splitlines() if line.strip())
         return ItemResult(item.source, item.output, "failed", reason)
     return ItemResult(
-        item.source, item.output, "written", clipped=report.clipped, paths=report.paths
+        item.source,
+        item.output,
+        "written",
+        clipped=report.clipped,
+        paths=report.paths,
+        values=report.values,
     )
 
 
@@ -358,7 +501,79 @@ def run_batch(
     return results
 
 
+def result_line(result: ItemResult) -> str | None:
+    """The line a command prints (on stderr) for one result as it happens, or None.
+
+    Failures are errors; files that are not images say they were skipped; a written image warns
+    only when more than `CLIP_WARNING_FRACTION` of its values were clipped into the stored range
+    (smaller clips are counted in `summarise`).
+
+    Parameters
+    ----------
+    result
+        One result of `run_batch`.
+
+    Returns
+    -------
+    str or None
+    """
+    if result.status == "failed":
+        return f"error: {result.reason}"
+    if result.status == "ignored":
+        return f"skipped: {result.reason}"
+    if result.status == "written" and result.clipped_fraction > CLIP_WARNING_FRACTION:
+        return (
+            f"warning: {result.output}: {result.clipped_fraction:.1%} of the values were clipped "
+            "into the stored range, more than a background: check the output"
+        )
+    return None
+
+
+def summarise(results: Sequence[ItemResult], *, verb: str, outdir: Path) -> list[str]:
+    """The closing lines of a batch: what was written, skipped and failed, and the clipping.
+
+    Parameters
+    ----------
+    results
+        What `run_batch` returned.
+    verb
+        What the batch did to each item ("denoised").
+    outdir
+        Where it wrote.
+
+    Returns
+    -------
+    list of str
+        ``"denoised: 3 written to out, 1 already written, 2 not images skipped, 0 failed"``,
+        and when values were clipped, a note with how many images and the largest fraction.
+    """
+    counts = {status: 0 for status in ("written", "skipped", "ignored", "failed")}
+    for result in results:
+        counts[result.status] += 1
+    parts = [f"{verb}: {counts['written']} written to {outdir}"]
+    if counts["skipped"]:
+        parts.append(f"{counts['skipped']} already written")
+    if counts["ignored"]:
+        parts.append(f"{counts['ignored']} not images skipped")
+    lines = [", ".join([*parts, f"{counts['failed']} failed"])]
+    clipped = [result for result in results if result.status == "written" and result.clipped]
+    if clipped:
+        largest = max(result.clipped_fraction for result in clipped)
+        lines.append(
+            f"note: {len(clipped)} of the written images had values clipped into the stored "
+            f"range (at most {largest:.2%} of an image's values), as when a denoiser takes a "
+            "black background below the darkest storable value"
+        )
+    return lines
+
+
 # --- denoising ---
+
+
+def _read_item(item: Item, *, max_pixels: int | None, window: tuple[float, float] | None) -> Image:
+    """The item's image: its file, or the slices it lists of a series folder."""
+    files = item.inputs if item.folder else None
+    return read_image(item.source, max_pixels=max_pixels, window=window, files=files)
 
 
 @dataclass
@@ -415,7 +630,7 @@ def denoise_item(
 
     def work(item: Item) -> WriteReport:
         assert item.output is not None  # planned items without an output carry a problem
-        image = read_image(item.source, max_pixels=max_pixels, window=window)
+        image = _read_item(item, max_pixels=max_pixels, window=window)
         chosen = (
             denoiser(is_colour(image.meta.layout))
             if isinstance(denoiser, DenoiserPerKind)
@@ -471,7 +686,7 @@ def simulate_item(
 
     def work(item: Item) -> WriteReport:
         assert item.output is not None  # planned items without an output carry a problem
-        image = read_image(item.source, max_pixels=max_pixels, window=window)
+        image = _read_item(item, max_pixels=max_pixels, window=window)
         chosen = fit_to_image(model, {**image_properties(image), **(properties or {})})
         item_seed = seed + item.index
         generator = np.random.default_rng(item_seed)

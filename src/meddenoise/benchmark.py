@@ -49,6 +49,10 @@ class TestImage:
     downsample: int
     modality: str  # "CR", "CT", "MR" or "photo" (colour)
     source: str = "pydicom"  # "pydicom", "skimage", or "entry": a data entry (`--images`)
+    # Of a volume (or volumes), the plane at these leading indices (() : the middle slice); then
+    # the (top, left, height, width) box of that plane, before downsampling (None: all of it).
+    plane: tuple[int, ...] = ()
+    box: tuple[int, int, int, int] | None = None
 
     @property
     def colour(self) -> bool:
@@ -68,6 +72,29 @@ TEST_IMAGES = (
     TestImage("fundus", "retina", 2, "photo", source="skimage"),
     TestImage("histology", "immunohistochemistry", 1, "photo", source="skimage"),
 )
+
+_MNI_T1 = "nilearn:datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+HELDOUT_MR = (
+    TestImage("MR head sagittal T1", "matplotlib:s1045.ima.gz", 1, "MR", source="entry"),
+    *(
+        TestImage(
+            f"MR brain EPI z{z}", "nibabel:tests/data/example4d.nii.gz", 1, "MR", "entry", (0, z)
+        )
+        for z in (5, 16)
+    ),
+    TestImage(
+        "MR neck TOF angiogram",
+        "nibabel:nicom/tests/data/slicethickness_empty_string.dcm",
+        1,
+        "MR",
+        "entry",
+        box=(154, 0, 77, 384),  # the projected slab; the rest of the frame is zero
+    ),
+    *(TestImage(f"MR brain T1 template z{z}", _MNI_T1, 1, "MR", "entry", (z,)) for z in (56, 108)),
+)
+"""The held-out MR set (issue 13; docs/heldout.md names each image's source and licence): in
+`meddenoise.splits.TEST_SPLIT`, never trained, tuned or selected on.  ``--images heldout-mr``."""
+IMAGE_SETS = {"heldout-mr": HELDOUT_MR}
 
 
 @dataclass(frozen=True)
@@ -132,9 +159,10 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3))
 
 
-def _entry_values(entry: str) -> tuple[np.ndarray, float | None, str]:
+def _entry_values(entry: str, plane: tuple[int, ...] = ()) -> tuple[np.ndarray, float | None, str]:
     """A data entry (``pydicom:NAME``, ``skimage:NAME``, a path) as an array in modality units,
-    its pixel spacing in mm (None where unknown) and its modality ("photo" for colour)."""
+    its pixel spacing in mm (None where unknown) and its modality ("photo" for colour); of a
+    volume the `plane` at those leading indices, or its middle slice."""
     from meddenoise.data import packaged_image
     from meddenoise.io import pixel_spacing_mm
 
@@ -150,6 +178,8 @@ def _entry_values(entry: str) -> tuple[np.ndarray, float | None, str]:
         spacing = pixel_spacing_mm(loaded)
         if loaded.meta.format == "dicom":
             modality = str(loaded.meta.details.datasets[0].get("Modality", ""))
+    if plane:
+        values = values[plane]
     colour = values.ndim == 3 and values.shape[-1] == 3
     if values.ndim == 3 and not colour:  # a volume: its middle slice
         values = values[values.shape[0] // 2]
@@ -166,7 +196,11 @@ def entry_image(entry: str) -> TestImage:
 
 def load_test_image(image: TestImage) -> np.ndarray:
     """The whole (downsampled) image in [0, 1] by its own 0.1-99.9 percentile range."""
-    values = block_mean(_entry_values(image.entry)[0], image.downsample)
+    values = _entry_values(image.entry, image.plane)[0]
+    if image.box is not None:
+        top, left, height, width = image.box
+        values = values[top : top + height, left : left + width]
+    values = block_mean(values, image.downsample)
     return np.clip(percentile_range(values).to_unit(values), 0.0, 1.0).astype(np.float32)
 
 
@@ -184,7 +218,7 @@ class Case:
 
 def test_image_spacing(image: TestImage) -> float | None:
     """In-plane pixel spacing in mm of the (downsampled) test image, from its file's header."""
-    spacing = _entry_values(image.entry)[1]
+    spacing = _entry_values(image.entry, image.plane)[1]
     return None if spacing is None else spacing * image.downsample
 
 
@@ -343,10 +377,14 @@ def select_cases(
     *, images: list[str] | None = None, noise: list[str] | None = None, quick: bool = False
 ) -> tuple[tuple[TestImage, ...], tuple[NoiseSetting, ...]]:
     """The images and noise settings of a run: the test split and every setting by default;
-    `images` (data entries) instead of the test images; `noise` labels to keep; `quick` the CT
-    head and the histology image at Gaussian 25, Poisson-Gaussian 300 and colour Gaussian 25."""
+    `images` (data entries, or the name of a set in `IMAGE_SETS`) instead of the test images;
+    `noise` labels to keep; `quick` the CT head and the histology image at Gaussian 25,
+    Poisson-Gaussian 300 and colour Gaussian 25."""
     if images:
-        chosen = tuple(entry_image(entry) for entry in images)
+        # A named set (`IMAGE_SETS`, e.g. "heldout-mr") stands for its images.
+        chosen = tuple(
+            image for entry in images for image in IMAGE_SETS.get(entry) or (entry_image(entry),)
+        )
     elif quick:
         chosen = (TEST_IMAGES[1], TEST_IMAGES[5])
     else:
@@ -361,6 +399,74 @@ def select_cases(
             )
         settings = tuple(setting for setting in settings if setting.label in noise)
     return chosen, settings
+
+
+# The images as they are, nothing added: the setting of the method-noise rows.
+AS_IS = NoiseSetting("as is (method noise)", "none", ())
+
+
+@dataclass
+class MethodNoiseRow:
+    """One method on one real image with no noise added: `meddenoise.method_noise` score, the
+    residual's RMS in 0-255 units of the image's range, and the level classical methods got."""
+
+    method: str
+    image: str
+    score: float
+    residual_rms_255: float
+    level_255: float
+    seconds: float
+
+
+def run_method_noise(
+    methods: list[str], *, images: tuple[TestImage, ...] = TEST_IMAGES, crop: int = CROP
+) -> tuple[list[MethodNoiseRow], dict[tuple[str, str], np.ndarray], dict[str, np.ndarray]]:
+    """Every method on each image's central crop as it is (no noise added), scored by
+    `meddenoise.method_noise.method_noise_score`: the structure left in its residual.
+
+    Classical methods get the level the project estimates (`estimate.blind_noise_level` of the
+    crop), networks run blind, as users run them; `METHOD_SCOPE` applies (``ct-lowdose`` runs on
+    none of these, ``rgb`` on the colour images only).  Returns the rows, the residuals by
+    (method, image label) and the crops by image label, for the report's pictures.
+    """
+    from meddenoise.classical import make_denoiser
+    from meddenoise.estimate import blind_noise_level
+    from meddenoise.method_noise import method_noise_score
+
+    rows: list[MethodNoiseRow] = []
+    residuals: dict[tuple[str, str], np.ndarray] = {}
+    crops: dict[str, np.ndarray] = {}
+    networks: dict[tuple[str, bool], Denoiser] = {}
+    for image in images:
+        as_is = central_crop(load_test_image(image), crop)
+        crops[image.label] = as_is
+        level = blind_noise_level(as_is)
+        for method in methods:
+            if not method_applies(method, image, AS_IS):
+                continue
+            if is_neural(method):
+                key = (method, image.colour)
+                if key not in networks:
+                    networks[key] = neural_denoiser(method, colour=image.colour)
+                denoiser = networks[key]
+            else:  # a level of exactly 0 (a noise-free crop) is refused by some methods
+                denoiser = make_denoiser(method, sigma=max(level, 1e-4))
+            started = time.perf_counter()
+            denoised = np.asarray(denoiser(as_is), dtype=np.float32)
+            seconds = time.perf_counter() - started
+            residual = as_is - denoised
+            residuals[(method, image.label)] = residual
+            rows.append(
+                MethodNoiseRow(
+                    method,
+                    image.label,
+                    method_noise_score(as_is, denoised),
+                    float(np.sqrt(np.mean(residual**2)) * 255),
+                    level * 255,
+                    seconds,
+                )
+            )
+    return rows, residuals, crops
 
 
 @dataclass(frozen=True)
@@ -389,7 +495,8 @@ def run_benchmark(
     quick: bool = False,
     command: str = "",
 ) -> Path:
-    """Quality (and speed) of `methods`: writes benchmark.csv and benchmark.md into `output`."""
+    """Quality (and speed) of `methods`: writes benchmark.csv, method_noise.csv (`run_method_noise`:
+    the images as they are) and benchmark.md into `output`."""
     import datetime
     import os
     import platform
@@ -412,9 +519,11 @@ def run_benchmark(
             row.noisy_psnr,
         ),
     )
+    method_noise = run_method_noise(methods, images=images, crop=options.crop)
     timings = run_speed(methods, large=not quick, repeats=1 if quick else 3) if speed else []
     output.mkdir(parents=True, exist_ok=True)
     write_csv(output / "benchmark.csv", rows)
+    write_method_noise_csv(output / "method_noise.csv", method_noise[0])
     processor = platform.processor() or platform.machine()
     machine = f"{datetime.date.today()}, {processor}, {os.cpu_count()} cores"
     protocol = (__doc__ or "") + (
@@ -429,6 +538,27 @@ def run_benchmark(
         protocol=protocol,
         machine=machine,
         command=command,
+        method_noise=method_noise,
+    )
+
+
+def write_method_noise_csv(path: Path, rows: list[MethodNoiseRow]) -> None:
+    """The method-noise rows as method_noise.csv, written atomically."""
+    from meddenoise.io.base import atomic_write_csv
+
+    atomic_write_csv(
+        path,
+        [
+            {
+                "method": row.method,
+                "image": row.image,
+                "method_noise_score": f"{row.score:.4f}",
+                "residual_rms_255": f"{row.residual_rms_255:.4f}",
+                "classical_level_255": f"{row.level_255:.4f}",
+                "seconds": f"{row.seconds:.4f}",
+            }
+            for row in rows
+        ],
     )
 
 
@@ -664,8 +794,410 @@ def run_speed(methods: list[str], *, large: bool = True, repeats: int = 3) -> li
     return results
 
 
+# --- the low-dose CT robustness grid (issue 14) ------------------------------------------------
+
+CT_GRID_IMAGES = ("pydicom:693_UNCR.dcm", "pydicom:explicit_VR-UN.dcm")
+"""CT slices no model in ``ct-lowdose``'s chain trained on: the test split's head and abdomen."""
+CT_GRID_METHODS = ("bm3d", "nlm", "ct-lowdose", "grey")
+CT_WINDOW = (0.0, 2000.0)
+"""Centre and width in HU of the mapping to [0, 1]: -1000..+1000, air 0 and water 0.5, the values
+`meddenoise.noise.LowDoseCT` reads as attenuation (and ``ct-lowdose`` trains on)."""
+
+
+@dataclass(frozen=True)
+class CtCell:
+    """One acquisition of the grid: pixel spacing, dose (of the calibrated full dose), FBP
+    filter and number of views over 180 degrees."""
+
+    spacing_mm: float
+    dose: float
+    filter_name: str
+    views: int = 720
+
+    @property
+    def label(self) -> str:
+        return f"{self.spacing_mm:g} mm, {self.dose:.0%}, {self.filter_name}, {self.views} views"
+
+
+def ct_grid_cells(
+    spacings: tuple[float, ...] = (0.5, 0.7, 1.0),
+    doses: tuple[float, ...] = (0.10, 0.25, 0.50),
+    filters: tuple[str, ...] = ("ramp", "shepp-logan", "hann"),
+    views: int = 720,
+) -> tuple[CtCell, ...]:
+    """Spacings x doses x filters at `views` views, plus a row at half the views, 25 % dose and
+    0.7 mm (every filter): the issue-14 grid by default."""
+    cells = [CtCell(s, d, f, views) for s in spacings for d in doses for f in filters]
+    return (*cells, *(CtCell(0.7, 0.25, f, views // 2) for f in filters))
+
+
+@dataclass
+class CtSlice:
+    """A real CT slice in [0, 1] (`CT_WINDOW`) as read (`original`, for the no-harm rows) and
+    nearly noise-free (`clean`, what the noise is simulated on), with its file's spacing."""
+
+    label: str
+    original: np.ndarray
+    clean: np.ndarray
+    spacing_mm: float | None = None
+
+    @property
+    def removed_hu(self) -> float:
+        """Std in HU of what the clean-reference step removed from the original."""
+        from meddenoise.noise import HU_PER_UNIT
+
+        return float(np.std(self.original - self.clean)) * HU_PER_UNIT
+
+
+def load_ct_slice(entry: str, *, clean_reference: bool = True) -> CtSlice:
+    """A data entry as a `CtSlice`: HU window -1000..+1000 (clipped), made nearly noise-free by
+    `meddenoise.data.clean_reference` (BM3D at its blind-estimated level) unless told not to."""
+    from meddenoise.data import clean_reference as cleaned
+    from meddenoise.intensity import IntensityMapping
+
+    values, spacing, _ = _entry_values(entry)
+    unit = IntensityMapping.from_window(*CT_WINDOW).to_unit(values)
+    original = np.clip(unit, 0.0, 1.0).astype(np.float32)
+    clean = cleaned(original) if clean_reference else original
+    return CtSlice(entry, original, clean, spacing)
+
+
+@dataclass
+class CtGridRow:
+    """One method on one slice in one cell ("noisy": the input; cell "no added noise": the
+    method on the real slice, scored against it)."""
+
+    image: str
+    cell: str
+    method: str
+    psnr: float
+    ssim: float
+    seconds: float
+    noise_hu: float  # std of the added noise in HU (0 in the no-added-noise rows)
+    pixels: int
+
+    @property
+    def seconds_per_512(self) -> float:
+        return self.seconds * 512 * 512 / self.pixels
+
+
+NO_ADDED_NOISE = "no added noise (real slice)"
+
+
+def run_ct_grid(
+    methods: tuple[str, ...] | list[str] = CT_GRID_METHODS,
+    *,
+    slices: list[CtSlice],
+    cells: tuple[CtCell, ...] = ct_grid_cells(),
+    seed: int = 0,
+    no_harm: bool = True,
+    precision: str = "fp32",
+    on_row: Callable[[CtGridRow], None] | None = None,
+) -> list[CtGridRow]:
+    """Every method on every slice in every cell, whole slices, one draw each.
+
+    The noise is `meddenoise.noise.LowDoseCT` at the cell's settings on the slice's clean
+    reference; the reference scored against is the noise-free reconstruction through the same
+    views and filter, so only the noise differs.  Classical methods are told the true std of the
+    added noise; networks run blind, at `precision` (fp32 by default: at these mild noise levels
+    bf16 inference cost the grey model 0.3 dB on a grid cell and 0.9 dB on the real head slice,
+    and most users' CPUs run fp32).  With `no_harm`, each method also runs on the real slice
+    (classical ones at their blind estimate) and is scored against it: how much it changes a
+    full-dose image.
+    """
+    from meddenoise.classical import make_denoiser
+    from meddenoise.noise import HU_PER_UNIT, LowDoseCT
+
+    rows: list[CtGridRow] = []
+    networks: dict[str, Denoiser] = {}
+
+    def denoiser(method: str, sigma: float | None) -> Denoiser:
+        if not is_neural(method):
+            return make_denoiser(method, sigma=sigma)
+        if method not in networks:
+            networks[method] = neural_denoiser(method, precision=precision)
+        return networks[method]
+
+    def score(
+        ct: CtSlice,
+        cell: str,
+        method: str,
+        reference: np.ndarray,
+        out: np.ndarray,
+        seconds: float,
+        noise_hu: float,
+    ) -> None:
+        scores = metrics.summary(reference, out, data_range=1.0)
+        row = CtGridRow(
+            ct.label,
+            cell,
+            method,
+            scores["psnr"],
+            scores["ssim"],
+            seconds,
+            noise_hu,
+            int(reference.size),
+        )
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    def run_methods(
+        ct: CtSlice, cell: str, reference: np.ndarray, noisy: np.ndarray, sigma: float | None
+    ) -> None:
+        noise_hu = 0.0 if sigma is None else sigma * HU_PER_UNIT
+        if sigma is not None:
+            score(ct, cell, "noisy", reference, noisy, 0.0, noise_hu)
+        for method in methods:
+            chosen = denoiser(method, sigma)
+            started = time.perf_counter()
+            out = np.asarray(chosen(noisy), dtype=np.float32)
+            score(ct, cell, method, reference, out, time.perf_counter() - started, noise_hu)
+
+    views = max(cell.views for cell in cells)
+    for slice_index, ct in enumerate(slices):
+        shape = ct.clean.shape
+        unit = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=1.0, views=views).sinogram(ct.clean)
+        references: dict[tuple[str, int], np.ndarray] = {}
+        for cell_index, cell in enumerate(cells):
+            if views % cell.views:
+                raise ValueError(f"{cell.label}: views must divide the grid's largest, {views}")
+            model = LowDoseCT(
+                dose_fraction=cell.dose,
+                pixel_spacing_mm=cell.spacing_mm,
+                views=cell.views,
+                filter_name=cell.filter_name,
+            )
+            sinogram = unit[:, :: views // cell.views] * cell.spacing_mm
+            key = (cell.filter_name, cell.views)
+            if key not in references:  # depends on neither dose nor spacing
+                references[key] = model.noise_free_from_sinogram(sinogram, shape)
+            rng = np.random.default_rng([seed, slice_index, cell_index])
+            noisy = model.noisy_from_sinogram(sinogram, shape, rng)
+            sigma = float(np.std(noisy - references[key]))
+            run_methods(ct, cell.label, references[key], noisy, sigma)
+        if no_harm:
+            run_methods(ct, NO_ADDED_NOISE, ct.original, ct.original, None)
+    return rows
+
+
+def _ct_grid_summary(rows: list[CtGridRow], methods: list[str]) -> list[list[object]]:
+    """Per method: mean PSNR gain over the noisy input and over BM3D, cells at least 1 dB above
+    BM3D, cells below BM3D, cells below the noisy input, and seconds per 512² slice."""
+    by_case = {(row.image, row.cell, row.method): row for row in rows}
+    cases = sorted({(row.image, row.cell) for row in rows if row.cell != NO_ADDED_NOISE})
+    table: list[list[object]] = []
+    for method in methods:
+        gains, over_bm3d, timed = [], [], []
+        for image, cell in cases:
+            row = by_case.get((image, cell, method))
+            if row is None:
+                continue
+            gains.append(row.psnr - by_case[(image, cell, "noisy")].psnr)
+            timed.append(row.seconds_per_512)
+            bm3d = by_case.get((image, cell, "bm3d"))
+            if bm3d is not None and method != "bm3d":
+                over_bm3d.append(row.psnr - bm3d.psnr)
+        if not gains:
+            continue
+        table.append(
+            [
+                f"`{method}`",
+                float(np.mean(gains)),
+                float(np.mean(over_bm3d)) if over_bm3d else "",
+                f"{sum(g >= 1.0 for g in over_bm3d)}/{len(over_bm3d)}" if over_bm3d else "",
+                f"{sum(g < 0 for g in over_bm3d)}/{len(over_bm3d)}" if over_bm3d else "",
+                f"{sum(g < 0 for g in gains)}/{len(gains)}",
+                float(np.mean(timed)),
+            ]
+        )
+    return table
+
+
+def write_ct_grid_report(
+    output: Path, rows: list[CtGridRow], slices: list[CtSlice], *, command: str = ""
+) -> Path:
+    """ct-grid.csv, ct-grid.md (tables per slice, the summary, the protocol) and ct-grid.png (a
+    heat map of each method's PSNR gain over the noisy input) in `output`; returns the .md."""
+    import datetime
+    import os
+    import platform
+
+    from meddenoise.io.base import atomic_write_csv
+    from meddenoise.report import markdown_table, write_text
+
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(
+        output / "ct-grid.csv",
+        [
+            {
+                "image": row.image,
+                "cell": row.cell,
+                "method": row.method,
+                "psnr": f"{row.psnr:.4f}",
+                "ssim": f"{row.ssim:.5f}",
+                "seconds": f"{row.seconds:.4f}",
+                "seconds_per_512": f"{row.seconds_per_512:.4f}",
+                "noise_hu": f"{row.noise_hu:.2f}",
+            }
+            for row in rows
+        ],
+    )
+    methods = list(dict.fromkeys(row.method for row in rows if row.method != "noisy"))
+    by_case = {(row.image, row.cell, row.method): row for row in rows}
+    processor = platform.processor() or platform.machine()
+    lines = [
+        "# Low-dose CT robustness grid",
+        "",
+        f"{datetime.date.today()}, {processor}, {os.cpu_count()} cores."
+        + (f" Command: `{command}`" if command else ""),
+        "",
+        "Protocol (issue 14): each whole slice, mapped by the HU window -1000..+1000 and made "
+        "nearly noise-free (BM3D at its blind-estimated level, `meddenoise.data."
+        "clean_reference`), is scanned by `meddenoise.noise.LowDoseCT` (parallel beam, "
+        "calibrated dose: docs/ct-physics.md) at each cell's pixel spacing, dose, filter and "
+        "views, one draw.  The reference is the noise-free reconstruction through the same views "
+        "and filter, so only noise differs; PSNR (dB) / SSIM over the whole slice, [0, 1] = 2000 "
+        "HU.  BM3D and NLM are told the true std of the added noise; networks run blind "
+        "(fp32 unless the command says otherwise).  "
+        f'Rows "{NO_ADDED_NOISE}": each method on the real slice (classical ones at their '
+        "blind estimate), scored against it (how much it changes a full-dose image).",
+        "",
+        markdown_table(
+            ["slice", "pixel spacing in file", "clean-reference step removed (HU std)"],
+            [
+                [
+                    ct.label,
+                    "" if ct.spacing_mm is None else f"{ct.spacing_mm:.3f} mm",
+                    f"{ct.removed_hu:.2f}",
+                ]
+                for ct in slices
+            ],
+        ),
+        "",
+        "## Summary over the cells",
+        "",
+        markdown_table(
+            [
+                "method",
+                "mean gain over noisy (dB)",
+                "mean vs BM3D (dB)",
+                "cells >= BM3D + 1 dB",
+                "cells below BM3D",
+                "cells below noisy",
+                "seconds per 512²",
+            ],
+            _ct_grid_summary(rows, methods),
+        ),
+    ]
+    for ct in slices:
+        cells = list(dict.fromkeys(row.cell for row in rows if row.image == ct.label))
+        table = []
+        for cell in cells:
+            noisy = by_case.get((ct.label, cell, "noisy"))
+            line: list[object] = [
+                cell,
+                "" if noisy is None else f"{noisy.noise_hu:.1f}",
+                "" if noisy is None else f"{noisy.psnr:.2f} / {noisy.ssim:.4f}",
+            ]
+            for method in methods:
+                row = by_case.get((ct.label, cell, method))
+                line.append("" if row is None else f"{row.psnr:.2f} / {row.ssim:.4f}")
+            table.append(line)
+        lines += [
+            "",
+            f"## {ct.label}",
+            "",
+            markdown_table(["cell", "added noise (HU)", "noisy", *methods], table),
+        ]
+    figure = _ct_grid_figure(output / "ct-grid.png", rows, slices, methods)
+    if figure is not None:
+        lines += ["", f"![PSNR gain over the noisy input]({figure.name})"]
+    report = output / "ct-grid.md"
+    write_text(report, "\n".join(lines) + "\n")
+    return report
+
+
+def _ct_grid_figure(
+    path: Path, rows: list[CtGridRow], slices: list[CtSlice], methods: list[str]
+) -> Path | None:
+    """Heat map per slice: cells x methods, PSNR gain over the noisy input in dB."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_case = {(row.image, row.cell, row.method): row for row in rows}
+    cells = list(dict.fromkeys(row.cell for row in rows if row.cell != NO_ADDED_NOISE))
+    if not cells or not methods:
+        return None
+    figure, axes = plt.subplots(
+        1,
+        len(slices),
+        figsize=(3.0 + 1.3 * len(methods) * len(slices), 1.5 + 0.32 * len(cells)),
+        squeeze=False,
+    )
+    for axis, ct in zip(axes[0], slices, strict=True):
+        gains = np.full((len(cells), len(methods)), np.nan)
+        for i, cell in enumerate(cells):
+            noisy = by_case.get((ct.label, cell, "noisy"))
+            for j, method in enumerate(methods):
+                row = by_case.get((ct.label, cell, method))
+                if row is not None and noisy is not None:
+                    gains[i, j] = row.psnr - noisy.psnr
+        limit = max(1.0, float(np.nanmax(np.abs(gains))) if np.isfinite(gains).any() else 1.0)
+        axis.imshow(gains, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        for (i, j), value in np.ndenumerate(gains):
+            if np.isfinite(value):
+                axis.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=7)
+        axis.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+        axis.set_yticks(range(len(cells)), cells if axis is axes[0][0] else [""] * len(cells))
+        axis.set_title(ct.label, fontsize=9)
+    figure.suptitle("PSNR gain over the noisy input (dB)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def ct_grid(
+    methods: list[str] | None = None,
+    output: Path = Path("ct-grid"),
+    *,
+    images: list[str] | None = None,
+    cells: tuple[CtCell, ...] | None = None,
+    precision: str = "fp32",
+    command: str = "",
+) -> Path:
+    """The grid as run by hand: load the slices, run, write the report; returns its path.
+
+    Raises ValueError for an unknown method (before any slice is loaded)."""
+    from meddenoise.classical import METHODS
+
+    unknown = [m for m in methods or () if m not in METHODS and not is_neural(m)]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}: a classical method or a network")
+    slices = [load_ct_slice(entry) for entry in images or CT_GRID_IMAGES]
+    rows = run_ct_grid(
+        tuple(methods or CT_GRID_METHODS),
+        slices=slices,
+        cells=cells or ct_grid_cells(),
+        precision=precision,
+        on_row=lambda row: logger.info(
+            "%s | %s | %s: %.2f dB (%.1f s)",
+            row.image,
+            row.cell,
+            row.method,
+            row.psnr,
+            row.seconds,
+        ),
+    )
+    return write_ct_grid_report(output, rows, slices, command=command)
+
+
 def main(arguments: list[str] | None = None) -> None:
-    """``python -m meddenoise.benchmark speed|large ...``: the fresh processes `run_speed` needs."""
+    """``python -m meddenoise.benchmark speed|large ...``: the fresh processes `run_speed` needs;
+    ``... ct-grid``: the low-dose CT robustness grid, run by hand (`ct_grid`)."""
     import argparse
     import dataclasses
     import json
@@ -678,7 +1210,31 @@ def main(arguments: list[str] | None = None) -> None:
     speed.add_argument("--repeats", type=int, default=3)
     large_parser = commands.add_parser("large", help="time one method on 2048², print JSON")
     large_parser.add_argument("method")
+    grid = commands.add_parser("ct-grid", help="the low-dose CT robustness grid (issue 14)")
+    grid.add_argument(
+        "-m", "--method", action="append", help="(repeat) default: " + ", ".join(CT_GRID_METHODS)
+    )
+    grid.add_argument("--images", action="append", help="(repeat) CT data entries")
+    grid.add_argument("-o", "--output", type=Path, default=Path("ct-grid"))
+    grid.add_argument("--cells", type=int, help="only the first N cells (a smoke run)")
+    grid.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
     parsed = parser.parse_args(arguments)
+    if parsed.command == "ct-grid":
+        import sys
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        cells = ct_grid_cells()[: parsed.cells] if parsed.cells else None
+        command = "python -m meddenoise.benchmark " + " ".join(sys.argv[1:])
+        report = ct_grid(
+            parsed.method,
+            parsed.output,
+            images=parsed.images,
+            cells=cells,
+            precision=parsed.precision,
+            command=command,
+        )
+        print(f"report: {report}")
+        return
     if parsed.command == "speed":
         answer: object = dataclasses.asdict(
             time_methods(parsed.methods, precision=parsed.precision, repeats=parsed.repeats)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from collections import Counter
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -18,12 +17,18 @@ from meddenoise.noise import NOISE_MODELS
 if TYPE_CHECKING:
     from meddenoise.batch import Item, ItemResult
 
+
+def _one_line_per_file() -> None:
+    warnings.simplefilter("ignore")  # a parser's warnings would add lines to a file's one line
+
+
 app = typer.Typer(
     name="meddenoise",
     help="Denoise medical images (DICOM, NIfTI, 16-bit PNG/TIFF, JPEG) and measure the result.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    callback=_one_line_per_file,
 )
 logger = logging.getLogger("meddenoise")
 NOISE_CHOICES = list(NOISE_MODELS)
@@ -38,12 +43,8 @@ Photons = Annotated[float | None, typer.Option(help="X-ray noise: photons at ful
 ReadNoise = Annotated[float | None, typer.Option(help=f"Read-noise std {LEVEL_UNITS}.")]
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-
-
 def _exit(error: Exception | str, code: int) -> NoReturn:
-    _fail(str(error))
+    typer.echo(f"error: {error}", err=True)
     raise typer.Exit(code=code)
 
 
@@ -62,12 +63,12 @@ def _window(text: str | None) -> tuple[float, float] | None:
 
 
 def _print_result(result: ItemResult) -> None:
-    """Failures and clipping warnings on stderr, one line each, as they happen."""
-    if result.status == "failed":
-        _fail(result.reason)
-    elif result.clipped:
-        message = f"{result.clipped:,} values were clipped into the stored range"
-        typer.echo(f"warning: {result.output}: {message}", err=True)
+    """Failures, skipped non-images and large clips on stderr, one line each, as they happen."""
+    from meddenoise.batch import result_line
+
+    line = result_line(result)
+    if line is not None:
+        typer.echo(line, err=True)
 
 
 def _progress(verb: str) -> Callable[[Sequence[Item]], Iterable[Item]]:
@@ -81,12 +82,10 @@ def _progress(verb: str) -> Callable[[Sequence[Item]], Iterable[Item]]:
 
 def _summarise(results: list[ItemResult], *, verb: str, outdir: Path) -> None:
     """Count what happened (failures were printed as they happened); exit 1 if any failed."""
-    counts = Counter(result.status for result in results)
-    skipped = f", {counts['skipped']} already written" if counts["skipped"] else ""
-    typer.echo(
-        f"{verb}: {counts['written']} written to {outdir}{skipped}, {counts['failed']} failed"
-    )
-    if counts["failed"]:
+    from meddenoise.batch import summarise
+
+    typer.echo("\n".join(summarise(results, verb=verb, outdir=outdir)))
+    if any(result.status == "failed" for result in results):
         raise typer.Exit(code=1)
 
 
@@ -109,8 +108,9 @@ def denoise(
 ) -> None:
     """Denoise files or folders; outputs keep their format and file name under OUTPUT.
 
-    The noise level is estimated unless --sigma (or --photons for X-ray noise, which wraps the
-    method in a generalised Anscombe transform) gives it.
+    One folder alone is mirrored in OUTPUT; with several inputs each folder gets OUTPUT/NAME/.
+    A folder's series each become a folder. The noise level is estimated unless --sigma (or
+    --photons for X-ray noise, via a generalised Anscombe transform) gives it.
     """
     from meddenoise.batch import DenoiserPerKind, denoise_item, plan_batch, run_batch
     from meddenoise.methods import resolve
@@ -123,10 +123,11 @@ def denoise(
     )
     try:
         denoisers(False)  # a bad option or an unknown method fails before any file is read
-    except ValueError as error:
+        plan = plan_batch(inputs, outdir)
+    except (ValueError, ImageError) as error:
         _exit(error, 2)
     results = run_batch(
-        plan_batch(inputs, outdir),
+        plan,
         denoise_item(denoisers, max_pixels=max_pixels, window=parsed_window),
         resume=resume,
         on_result=_print_result,
@@ -182,31 +183,26 @@ def evaluate(
     data_range: Annotated[
         float | None, typer.Option(help="Range for PSNR/SSIM; default: the reference's.")
     ] = None,
+    mask: Annotated[
+        Path | None, typer.Option(help="Binary image: score only its non-zero pixels.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """PSNR, SSIM and MSE of TEST against REFERENCE, in the reference's modality units."""
-    from meddenoise import metrics
+    """PSNR, SSIM and MSE of TEST against REFERENCE, in the reference's modality units.
+
+    Padding (the air outside a CT's field of view) is not scored; the data range is the
+    reference's own range over the scored pixels.
+    """
+    from meddenoise.pipeline import evaluate_files, format_scores
 
     try:
-        reference_image = read_image(reference, max_pixels=max_pixels)
-        result = metrics.compare(
-            reference_image.array,
-            read_image(test, max_pixels=max_pixels).array,
-            layout=reference_image.meta.layout,
-            data_range=data_range,
+        result = evaluate_files(
+            reference, test, mask=mask, data_range=data_range, max_pixels=max_pixels
         )
     except (ImageError, ValueError) as error:
         _exit(error, 1)
-    if as_json:
-        # Identical images have infinite PSNR, which JSON cannot hold: null plus a flag.
-        identical = result["psnr"] == float("inf")
-        psnr = None if identical else result["psnr"]
-        typer.echo(json.dumps({**result, "psnr": psnr, "identical": identical}))
-        return
-    typer.echo(f"data range: {result['data_range']:g}")
-    typer.echo(f"PSNR: {result['psnr']:.3f} dB\nSSIM: {result['ssim']:.4f}")
-    typer.echo(f"MSE:  {result['mse']:.6g}")
+    typer.echo(format_scores(result, as_json=as_json))
 
 
 @app.command()
@@ -313,11 +309,17 @@ def benchmark(
     ] = "protocol",
     draws: Annotated[int, typer.Option(help="Noise draws per image and setting.")] = 1,
     crop: Annotated[int, typer.Option(help="Side of the central crop scored.")] = 256,
+    ct_grid: Annotated[bool, typer.Option(help="The low-dose CT grid instead (by hand).")] = False,
 ) -> None:
     """Methods x test images x noise settings: CSV and a Markdown report with plots and crops."""
     from meddenoise import benchmark as bench
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if ct_grid:  # docs/ct-physics.md: its own cells; --method and --images apply
+        try:
+            return typer.echo(f"report: {bench.ct_grid(methods, output, images=images)}")
+        except (ValueError, ImportError, ImageError) as error:
+            _exit(error, 1)
     try:
         chosen_images, settings = bench.select_cases(images=images, noise=noise, quick=quick)
         options = bench.BenchmarkOptions(levels=levels, draws=draws, crop=crop)

@@ -92,6 +92,36 @@ class NoiseConfig(Strict):
         description="pixel spacing in mm drawn per slice and epoch (low-dose-ct): sets the "
         "physical size, hence the attenuation and noise, of each training slice",
     )
+    own_spacing_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="low-dose-ct: the fraction of draws that use the slice's own pixel spacing "
+        "(from its file, where it records one) instead of one from pixel_spacing_range",
+    )
+    ct_full_dose_photons: float | None = Field(
+        None,
+        gt=0,
+        description="low-dose-ct: None for the calibrated dose (docs/ct-physics.md), or photons "
+        "per detector reading at full dose as before issue 14 (the shipped ct-lowdose: 1e5)",
+    )
+    ct_filters: list[Literal["ramp", "shepp-logan", "cosine", "hamming", "hann"]] = Field(
+        default_factory=lambda: ["ramp"],  # type: ignore[arg-type]
+        min_length=1,
+        description="low-dose-ct: FBP filters, one drawn per slice and epoch",
+    )
+    ct_views: list[int] = Field(
+        default_factory=lambda: [360],
+        min_length=1,
+        description="low-dose-ct: numbers of views over 180 degrees, one drawn per slice and "
+        "epoch; each must divide the largest (the clean sinogram is computed once at it)",
+    )
+    ct_target: Literal["clean", "noise-free-fbp"] = Field(
+        "clean",
+        description="low-dose-ct: what the network learns to output: the clean slice, or the "
+        "noise-free reconstruction through the same views and filter, so that only noise differs "
+        "(as the CT grid scores it)",
+    )
 
     @field_validator(
         "sigma_range",
@@ -112,6 +142,13 @@ class NoiseConfig(Strict):
         if bounds[0] <= 0:
             raise ValueError(f"pixel spacing must be > 0 mm, got {list(bounds)}")
         return bounds
+
+    @field_validator("ct_views")
+    @classmethod
+    def views_divide_the_largest(cls, views: list[int]) -> list[int]:
+        if min(views) < 1 or any(max(views) % count for count in views):
+            raise ValueError(f"views must be >= 1 and each divide the largest, got {views}")
+        return views
 
 
 class DataConfig(Strict):
@@ -142,6 +179,12 @@ class DataConfig(Strict):
         None, description="CENTER, WIDTH in modality units (e.g. HU); default: 0.1-99.9 pct"
     )
     augment: bool = Field(True, description="random flips and 90-degree rotations")
+    clean_reference: Literal["as-is", "bm3d"] = Field(
+        "as-is",
+        description="synthetic mode: use each training and validation image as it is, or (bm3d) "
+        "denoised once at its blind-estimated noise level first, so the noise it carries is not "
+        "taken for signal (meddenoise.data.clean_reference; needs the bm3d extra)",
+    )
     scales: list[float] = Field(
         default_factory=lambda: [1.0],
         description="each image is also used downscaled by these factors, e.g. [1, 0.5, 0.25]",

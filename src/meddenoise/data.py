@@ -19,16 +19,23 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from meddenoise.arrays import central_crop
 from meddenoise.config import DataConfig, NoiseConfig, TrainConfig
 from meddenoise.intensity import IntensityMapping, percentile_range
-from meddenoise.io import Image, ImageError, format_for_suffix, read_image
+from meddenoise.io import Image, ImageError, format_for_suffix, pixel_spacing_mm, read_image
+
+if TYPE_CHECKING:
+    from meddenoise.noise import LowDoseCT
 
 logger = logging.getLogger(__name__)
+
+
+# Packages whose installed files a data entry can name as ``PACKAGE:PATH`` (`packaged_image`).
+PACKAGE_FILE_PREFIXES = ("nibabel", "nilearn")
 
 
 class DataError(ValueError):
@@ -36,15 +43,35 @@ class DataError(ValueError):
 
 
 def packaged_image(entry: str) -> np.ndarray | Path | None:
-    """Images shipped by installed packages: ``pydicom:NAME``, ``skimage:NAME`` and
-    ``matplotlib:NAME`` (its sample data, e.g. grace_hopper.jpg)."""
+    """Images shipped by installed packages: ``pydicom:NAME``, ``skimage:NAME``,
+    ``matplotlib:NAME`` (its sample data, e.g. grace_hopper.jpg, or the raw MR slice
+    s1045.ima.gz) and ``nibabel:PATH`` / ``nilearn:PATH`` (a file inside the installed package,
+    PATH relative to its folder, e.g. ``nibabel:tests/data/example4d.nii.gz``)."""
+    prefix = entry.split(":", 1)[0]
+    if prefix in PACKAGE_FILE_PREFIXES and ":" in entry:
+        import importlib.util
+
+        spec = importlib.util.find_spec(prefix)  # locates the package without importing it
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        path = Path(folders[0], entry.split(":", 1)[1]) if folders else None
+        if path is None or not path.is_file():
+            raise DataError(f"{entry}: not installed (pip install {prefix}, or meddenoise[dev])")
+        return path
+    if entry == "matplotlib:s1045.ima.gz":  # raw big-endian 16-bit, 256 x 256, no header
+        import gzip
+
+        from matplotlib import cbook
+
+        sample = Path(str(cbook.get_sample_data("s1045.ima.gz", asfileobj=False)))
+        raw = gzip.decompress(sample.read_bytes())
+        return np.frombuffer(raw, dtype=">u2").reshape(256, 256).astype(np.uint16)
     if entry.startswith("pydicom:"):
         from pydicom.data import get_testdata_file
 
-        path = get_testdata_file(entry.split(":", 1)[1], download=False)
-        if path is None:
+        found = get_testdata_file(entry.split(":", 1)[1], download=False)
+        if not isinstance(found, str):
             raise DataError(f"{entry}: not installed (pip install pydicom-data)")
-        return Path(path)
+        return Path(found)
     if entry.startswith("skimage:"):
         import skimage.data
 
@@ -139,13 +166,22 @@ def _rescale(unit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def load_images(entries: list[str], data: DataConfig) -> list[np.ndarray]:
     """Every plane of every entry as float32 (H, W, C) in [0, 1]."""
+    return load_images_with_spacing(entries, data)[0]
+
+
+def load_images_with_spacing(
+    entries: list[str], data: DataConfig
+) -> tuple[list[np.ndarray], list[float | None]]:
+    """`load_images` and each image's pixel spacing in mm as it is used (after `data.resize` and
+    `data.scales`), None where the file records none (low-dose CT's own-spacing draws)."""
     mapping = IntensityMapping.from_window(*data.window) if data.window else None
     images: list[np.ndarray] = []
+    spacings: list[float | None] = []
     for entry in entries:
         packaged = packaged_image(entry)
         if isinstance(packaged, np.ndarray):
-            sources: list[tuple[str, np.ndarray, str]] = [
-                (entry, packaged, "colour" if packaged.ndim == 3 else "grey")
+            sources: list[tuple[str, np.ndarray, str, float | None]] = [
+                (entry, packaged, "colour" if packaged.ndim == 3 else "grey", None)
             ]
         else:
             sources = []
@@ -165,8 +201,9 @@ def load_images(entries: list[str], data: DataConfig) -> list[np.ndarray]:
                         len(caught),
                         caught[0].message,
                     )
-                sources.append((str(path), image.array, image.meta.layout))
-        for name, array, layout in sources:
+                spacing = pixel_spacing_mm(image)
+                sources.append((str(path), image.array, image.meta.layout, spacing))
+        for name, array, layout, spacing in sources:
             for plane in _planes(array, layout):
                 if float(np.ptp(plane)) == 0.0:
                     continue  # blank slices teach nothing
@@ -178,14 +215,40 @@ def load_images(entries: list[str], data: DataConfig) -> list[np.ndarray]:
                         f"{name}: {unit.shape[0]} x {unit.shape[1]} is smaller than "
                         f"data.patch_size {data.patch_size}"
                     )
+                if spacing is not None:  # a resized plane's pixels cover more (or less)
+                    spacing *= plane.shape[0] / unit.shape[0]
                 images.append(unit)
+                spacings.append(spacing)
                 for scale in data.scales:
                     side = (round(unit.shape[0] * scale), round(unit.shape[1] * scale))
                     if scale < 1 and min(side) >= data.patch_size:
                         images.append(_rescale(unit, side))
+                        spacings.append(None if spacing is None else spacing / scale)
     if not images:
         raise DataError(f"no usable images in {entries}")
-    return images
+    return images, spacings
+
+
+def clean_reference(image: np.ndarray) -> np.ndarray:
+    """`image` made nearly noise-free before noise is simulated on it: BM3D, once, told the
+    blind-estimated noise level of the image (`meddenoise.estimate.blind_noise_level`).
+
+    Real slices carry their own (full-dose) noise; a simulation that adds noise of the same size
+    on top scores a network that removes both against a reference that still holds one
+    (docs/ct-physics.md).  `image` is (H, W) or (H, W, C) float in [0, 1]; the result has its
+    shape, float32.  The caller keeps the original for the no-harm check (a method applied to
+    the real, unsimulated image).  Needs the ``bm3d`` extra.
+    """
+    from meddenoise.classical import make_denoiser
+    from meddenoise.estimate import blind_noise_level
+
+    array = np.asarray(image, dtype=np.float32)
+    plane = array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
+    sigma = blind_noise_level(plane)
+    if not sigma > 0:
+        return array.copy()
+    cleaned = make_denoiser("bm3d", sigma=sigma)(plane)
+    return np.asarray(cleaned, dtype=np.float32).reshape(array.shape)
 
 
 @dataclass
@@ -404,6 +467,36 @@ class TrainingData:
     train_levels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     # Low-dose CT: the clean sinogram of each training image, computed on first use.
     sinograms: list[np.ndarray] = field(default_factory=list)
+    # Low-dose CT: each training image's own pixel spacing in mm (None: unknown), and the
+    # noise-free reconstructions (`noise.ct_target: noise-free-fbp`) by (image, filter, views).
+    train_spacings: list[float | None] = field(default_factory=list)
+    ct_targets: dict[tuple[int, str, int], np.ndarray] = field(default_factory=dict)
+
+
+def ct_noise_model(
+    noise: NoiseConfig, rng: np.random.Generator, own_spacing: float | None = None
+) -> LowDoseCT:
+    """One low-dose CT draw from the config's ranges: dose, pixel spacing (the slice's own for
+    a fraction `noise.own_spacing_fraction` of draws where it is known), filter and views.
+
+    Draws beyond dose and spacing are made only where the config offers a choice, so configs
+    written before them draw the same numbers as before.
+    """
+    from meddenoise.noise import LowDoseCT
+
+    dose = rng.uniform(*noise.dose_fraction_range)
+    spacing = rng.uniform(*noise.pixel_spacing_range)
+    fraction = noise.own_spacing_fraction
+    if own_spacing is not None and fraction > 0 and rng.random() < fraction:
+        spacing = own_spacing
+    filters, views = noise.ct_filters, noise.ct_views
+    return LowDoseCT(
+        dose_fraction=dose,
+        pixel_spacing_mm=spacing,
+        full_dose_photons=noise.ct_full_dose_photons,
+        filter_name=filters[int(rng.integers(len(filters)))] if len(filters) > 1 else filters[0],
+        views=int(views[int(rng.integers(len(views)))] if len(views) > 1 else views[0]),
+    )
 
 
 def _ct_noisy(
@@ -411,29 +504,41 @@ def _ct_noisy(
     config: TrainConfig,
     rng: np.random.Generator,
     unit_sinogram: np.ndarray | None = None,
-) -> tuple[np.ndarray, float]:
-    """A low-dose reconstruction of `clean` (H, W, 1) and its blind noise estimate.
+    own_spacing: float | None = None,
+    targets: dict[tuple[str, int], np.ndarray] | None = None,
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """A low-dose reconstruction of `clean` (H, W, 1), its blind noise estimate and its target.
 
-    Dose and pixel spacing are drawn from the config's ranges.  The noise-free sinogram is
-    dose-independent and linear in the spacing: pass a cached one computed at 1 mm spacing
-    (`unit_sinogram`) to skip the forward projection.  The level handed to a conditioned network
-    is the same blind estimate inference makes on the whole slice (FBP noise is correlated, so the
-    estimate is not the noise std; training on it keeps training and use consistent).
+    The draw comes from `ct_noise_model`.  The noise-free sinogram is dose-independent and
+    linear in the spacing: pass a cached one computed at 1 mm spacing and the config's largest
+    number of views (`unit_sinogram`) to skip the forward projection.  The level handed to a
+    conditioned network is the same blind estimate inference makes on the whole slice (FBP noise
+    is correlated, so the estimate is not the noise std; training on it keeps training and use
+    consistent).  The target is `clean`, or with ``noise.ct_target: noise-free-fbp`` the
+    noise-free reconstruction through the same views and filter (it depends on neither dose nor
+    spacing: `targets` caches it by filter and views).
     """
     from meddenoise.estimate import blind_noise_level
-    from meddenoise.noise import LowDoseCT
 
-    model = LowDoseCT(
-        dose_fraction=rng.uniform(*config.noise.dose_fraction_range),
-        pixel_spacing_mm=rng.uniform(*config.noise.pixel_spacing_range),
-    )
+    model = ct_noise_model(config.noise, rng, own_spacing)
     if unit_sinogram is None:
         sinogram = model.sinogram(clean[..., 0])
     else:
-        sinogram = unit_sinogram * model.pixel_spacing_mm
+        step = unit_sinogram.shape[1] // model.views
+        sinogram = unit_sinogram[:, ::step] * model.pixel_spacing_mm
     noisy = model.noisy_from_sinogram(sinogram, clean.shape[:2], rng)
     noisy = np.asarray(noisy, dtype=np.float32)
-    return noisy[..., None], blind_noise_level(noisy)
+    target = clean
+    if config.noise.ct_target == "noise-free-fbp":
+        key = (model.filter_name, model.views)
+        cached = None if targets is None else targets.get(key)
+        if cached is None:
+            cached = model.noise_free_from_sinogram(sinogram, clean.shape[:2])[..., None]
+            cached = np.asarray(cached, dtype=np.float32)
+            if targets is not None:
+                targets[key] = cached
+        target = cached
+    return noisy[..., None], blind_noise_level(noisy), target
 
 
 def prepare_data(config: TrainConfig) -> TrainingData:
@@ -459,8 +564,12 @@ def prepare_data(config: TrainConfig) -> TrainingData:
             levels,
             {"train_pairs": len(train.low), "val_pairs": len(val.low), "root": str(data.root)},
         )
-    train_images = load_images(data.train, data)
-    val_sources = load_images(data.val, data) if data.val else []
+    train_images, train_spacings = load_images_with_spacing(data.train, data)
+    val_sources, val_spacings = load_images_with_spacing(data.val, data) if data.val else ([], [])
+    if data.mode == "synthetic" and data.clean_reference == "bm3d":
+        # Nearly noise-free references first: the simulated noise is then the only noise.
+        train_images = [clean_reference(image) for image in train_images]
+        val_sources = [clean_reference(image) for image in val_sources]
     if data.mode == "self-supervised":
         from meddenoise.estimate import estimate_sigma
 
@@ -484,6 +593,7 @@ def prepare_data(config: TrainConfig) -> TrainingData:
     if not val_sources:
         raise DataError("data.val: synthetic training needs validation images")
     wholes = [image for image in val_sources for _ in range(data.val_draws)]
+    whole_spacings = [spacing for spacing in val_spacings for _ in range(data.val_draws)]
     val_clean = [central_crop(image, data.val_size) for image in wholes]
     val_noisy, levels = [], []
     for index, clean in enumerate(val_clean):
@@ -491,8 +601,11 @@ def prepare_data(config: TrainConfig) -> TrainingData:
         if config.noise.kind == "low-dose-ct":
             # CT noise depends on the whole slice (every ray crosses it): simulate it, then crop,
             # as the benchmark does.
-            noisy_whole, level = _ct_noisy(wholes[index], config, rng)
+            noisy_whole, level, target = _ct_noisy(
+                wholes[index], config, rng, own_spacing=whole_spacings[index]
+            )
             noisy = central_crop(noisy_whole, data.val_size)
+            val_clean[index] = central_crop(target, data.val_size)
         else:
             noisy_batch, level_batch = add_noise(clean.transpose(2, 0, 1)[None], config.noise, rng)
             noisy, level = noisy_batch[0].transpose(1, 2, 0), level_batch[0]
@@ -515,6 +628,7 @@ def prepare_data(config: TrainConfig) -> TrainingData:
             "train": data.train,
             "val": data.val,
         },
+        train_spacings=train_spacings,
         val_sigmas=[
             float(np.std(noisy - clean.transpose(2, 0, 1)))
             for noisy, clean in zip(val_noisy, val_clean, strict=True)
@@ -546,25 +660,30 @@ def epoch_batches(
         noisy, clean, sources = sample_patches(data.train_images, count, size, rng, augment=augment)
         levels = data.train_levels[sources]
     elif config.noise.kind == "low-dose-ct":
-        if not data.sinograms:  # computed once per run: a pool of clean sinograms at 1 mm
+        if not data.sinograms:  # computed once per run: clean sinograms at 1 mm, all views
             from meddenoise.noise import LowDoseCT
 
-            projector = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=1.0)
+            views = max(config.noise.ct_views)
+            projector = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=1.0, views=views)
             data.sinograms = [projector.sinogram(image[..., 0]) for image in data.train_images]
-        draws = [
-            _ct_noisy(image, config, rng, sinogram)
-            for image, sinogram in zip(data.train_images, data.sinograms, strict=True)
-        ]
+        spacings = data.train_spacings or [None] * len(data.train_images)
+        draws = []
+        for index, (image, sinogram) in enumerate(
+            zip(data.train_images, data.sinograms, strict=True)
+        ):
+            targets = {key[1:]: value for key, value in data.ct_targets.items() if key[0] == index}
+            draws.append(_ct_noisy(image, config, rng, sinogram, spacings[index], targets))
+            data.ct_targets.update({(index, *key): value for key, value in targets.items()})
         noisy, clean, sources = sample_patches(
-            [noisy for noisy, _ in draws],
+            [noisy for noisy, _, _ in draws],
             count,
             size,
             rng,
             augment=augment,
-            partners=data.train_images,
+            partners=[target for _, _, target in draws],
         )
         assert clean is not None
-        levels = np.array([level for _, level in draws], dtype=np.float32)[sources]
+        levels = np.array([level for _, level, _ in draws], dtype=np.float32)[sources]
     elif config.noise.level_source == "estimate":
         noisy, clean, levels = sample_blindly_levelled(
             data.train_images, count, size, config.noise, rng, augment=augment

@@ -5,7 +5,8 @@ second, of the same shape: (H, W) grey, (H, W, 3) colour or (D, H, W) volume, se
 They compute in float64 and agree with ``skimage.metrics`` to better than 1e-6.  `psnr` and `ssim`
 need ``data_range``, the width of the intensity range the images live in (1.0 for images in [0, 1],
 4095.0 for 12-bit CT stored in raw units): guessing it from the dtype is how PSNRs get reported on
-the wrong scale.
+the wrong scale.  Each takes an optional ``mask`` of the pixels to score: padding and the air
+outside a CT's field of view are thousands of identical pixels that would inflate any score.
 """
 
 from __future__ import annotations
@@ -41,13 +42,31 @@ def _validated_range(data_range: float) -> float:
     return data_range
 
 
-def mse(reference: FloatArray, test: FloatArray) -> float:
+def _validated_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`mask` as a boolean array of `shape` (a colour image's (H, W) mask covers its channels)."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be boolean (True where pixels are scored), got {mask.dtype}")
+    if mask.shape != shape:
+        if mask.shape != shape[:-1] or shape[-1] != 3:
+            raise ValueError(f"mask shape {mask.shape} does not match the images' {shape}")
+        mask = np.broadcast_to(mask[..., np.newaxis], shape)
+    if not mask.any():
+        raise ValueError("the mask selects no pixel")
+    return mask
+
+
+def mse(reference: FloatArray, test: FloatArray, *, mask: np.ndarray | None = None) -> float:
     """Mean squared error, in the images' units squared, over all pixels (and channels).
 
     Parameters
     ----------
     reference, test : array_like
         Images of the same shape, finite values.
+    mask : array_like of bool, optional
+        True where pixels are scored (same shape, or (H, W) for colour); None scores all.
 
     Returns
     -------
@@ -57,10 +76,18 @@ def mse(reference: FloatArray, test: FloatArray) -> float:
     1.0
     """
     reference, test = _validated_pair(reference, test)
-    return float(np.mean(np.square(reference - test)))
+    chosen = _validated_mask(mask, reference.shape)
+    difference = np.square(reference - test)
+    return float(np.mean(difference if chosen is None else difference[chosen]))
 
 
-def psnr(reference: FloatArray, test: FloatArray, *, data_range: float) -> float:
+def psnr(
+    reference: FloatArray,
+    test: FloatArray,
+    *,
+    data_range: float,
+    mask: np.ndarray | None = None,
+) -> float:
     """Peak signal-to-noise ratio in dB: 10 log10(data_range² / MSE).
 
     Parameters
@@ -70,6 +97,8 @@ def psnr(reference: FloatArray, test: FloatArray, *, data_range: float) -> float
     data_range : float
         The span of values a full-contrast image covers (1.0 for [0, 1] images); required, never
         guessed from the data.
+    mask : array_like of bool, optional
+        True where pixels are scored; None scores all.
 
     Returns
     -------
@@ -81,13 +110,19 @@ def psnr(reference: FloatArray, test: FloatArray, *, data_range: float) -> float
     20.0
     """
     data_range = _validated_range(data_range)
-    error = mse(reference, test)
+    error = mse(reference, test, mask=mask)
     if error == 0.0:
         return math.inf
     return float(10.0 * np.log10(data_range**2 / error))
 
 
-def ssim(reference: FloatArray, test: FloatArray, *, data_range: float) -> float:
+def ssim(
+    reference: FloatArray,
+    test: FloatArray,
+    *,
+    data_range: float,
+    mask: np.ndarray | None = None,
+) -> float:
     """Mean structural similarity (Wang et al. 2004), skimage's defaults (7-pixel uniform window).
 
     Grey (H, W) images use 2-D windows; colour (H, W, 3) images average the per-channel SSIM
@@ -101,6 +136,9 @@ def ssim(reference: FloatArray, test: FloatArray, *, data_range: float) -> float
         (skimage's window), else ValueError.
     data_range : float
         The span of values a full-contrast image covers; required.
+    mask : array_like of bool, optional
+        True where pixels are scored: the local SSIM map is averaged over them (and, as skimage
+        does for the whole image, not over the 3-pixel border its windows cannot centre on).
 
     Returns
     -------
@@ -112,14 +150,25 @@ def ssim(reference: FloatArray, test: FloatArray, *, data_range: float) -> float
     """
     data_range = _validated_range(data_range)
     reference, test = _validated_pair(reference, test)
+    chosen = _validated_mask(mask, reference.shape)
     layout = layout_of(reference)
     channel_axis = -1 if layout == "colour" else None
     spatial_shape = reference.shape[:-1] if layout == "colour" else reference.shape
     if min(spatial_shape) < 7:
         raise ValueError(f"SSIM needs every spatial side >= 7 pixels, got shape {reference.shape}")
-    return float(
-        structural_similarity(reference, test, data_range=data_range, channel_axis=channel_axis)
+    if chosen is None:
+        return float(
+            structural_similarity(reference, test, data_range=data_range, channel_axis=channel_axis)
+        )
+    _, local = structural_similarity(
+        reference, test, data_range=data_range, channel_axis=channel_axis, full=True
     )
+    interior = np.zeros(reference.shape, bool)
+    interior[tuple(slice(3, side - 3) for side in spatial_shape)] = True
+    scored = chosen & interior
+    if not scored.any():
+        raise ValueError("the mask leaves no pixel at least 3 pixels inside the image for SSIM")
+    return float(np.mean(local[scored]))
 
 
 def residual(noisy: FloatArray, denoised: FloatArray) -> np.ndarray:
@@ -131,12 +180,18 @@ def residual(noisy: FloatArray, denoised: FloatArray) -> np.ndarray:
     return (noisy_array - denoised_array).astype(np.float32)
 
 
-def summary(reference: FloatArray, test: FloatArray, *, data_range: float) -> dict[str, float]:
-    """PSNR (dB), SSIM and MSE of `test` against `reference` in one dict."""
+def summary(
+    reference: FloatArray,
+    test: FloatArray,
+    *,
+    data_range: float,
+    mask: np.ndarray | None = None,
+) -> dict[str, float]:
+    """PSNR (dB), SSIM and MSE of `test` against `reference` in one dict (over `mask`)."""
     return {
-        "psnr": psnr(reference, test, data_range=data_range),
-        "ssim": ssim(reference, test, data_range=data_range),
-        "mse": mse(reference, test),
+        "psnr": psnr(reference, test, data_range=data_range, mask=mask),
+        "ssim": ssim(reference, test, data_range=data_range, mask=mask),
+        "mse": mse(reference, test, mask=mask),
     }
 
 
@@ -146,6 +201,7 @@ def compare(
     *,
     layout: Layout,
     data_range: float | None = None,
+    mask: np.ndarray | None = None,
 ) -> dict[str, float]:
     """PSNR, SSIM and MSE of two images of any `Layout`, and the data range used.
 
@@ -161,17 +217,23 @@ def compare(
     layout
         The layout both arrays share (`ImageMeta.layout`).
     data_range
-        Width of the intensity range for PSNR and SSIM; None takes the reference's max - min.
+        Width of the intensity range for PSNR and SSIM; None takes the reference's max - min
+        over the scored pixels.
+    mask
+        Boolean, True where pixels are scored (the reference's shape, or its spatial shape for
+        colour); None scores every pixel.
 
     Returns
     -------
     dict
-        ``psnr`` (dB; ``inf`` for identical images), ``ssim``, ``mse`` and ``data_range``.
+        ``psnr`` (dB; ``inf`` for identical images), ``ssim``, ``mse``, ``data_range``, and
+        ``scored`` / ``pixels``: how many pixels were scored out of how many.
 
     Raises
     ------
     ValueError
-        When the shapes differ, or the data range is zero (a constant reference without one).
+        When the shapes differ, the mask selects nothing, or the data range is zero (a constant
+        reference without one).
 
     Examples
     --------
@@ -183,12 +245,21 @@ def compare(
     scored = np.asarray(test, np.float64)
     if clean.shape != scored.shape:
         raise ValueError(f"shapes differ: reference {clean.shape}, test {scored.shape}")
+    chosen = _validated_mask(mask, clean.shape)
     if layout in STACK_PARTS:
         clean = clean.reshape(-1, *clean.shape[2:])
         scored = scored.reshape(-1, *scored.shape[2:])
-    used_range = float(clean.max() - clean.min()) if data_range is None else float(data_range)
+        chosen = None if chosen is None else chosen.reshape(clean.shape)
+    inside = clean if chosen is None else clean[chosen]
+    used_range = float(inside.max() - inside.min()) if data_range is None else float(data_range)
     if not used_range > 0:
         raise ValueError(
             "data range is zero (constant reference); give --data-range (data_range= in Python)"
         )
-    return {**summary(clean, scored, data_range=used_range), "data_range": used_range}
+    scores = summary(clean, scored, data_range=used_range, mask=chosen)
+    spatial = clean.shape[:-1] if layout_of(clean) == "colour" else clean.shape
+    count = int(np.prod(spatial))
+    scored_pixels = (
+        count if chosen is None else int(np.count_nonzero(chosen)) // (clean.size // count)
+    )
+    return {**scores, "data_range": used_range, "scored": scored_pixels, "pixels": count}

@@ -28,6 +28,9 @@ from meddenoise.arrays import central_crop
 from meddenoise.types import FloatArray, NoiseModel, layout_of
 
 __all__ = [
+    "CALIBRATED_FLUENCE",
+    "HU_PER_UNIT",
+    "LEGACY_FULL_DOSE_PHOTONS",
     "NOISE_MODELS",
     "GaussianNoise",
     "LowDoseCT",
@@ -35,6 +38,7 @@ __all__ = [
     "PoissonNoise",
     "SaltAndPepperNoise",
     "SpeckleNoise",
+    "fbp_filter",
     "fit_to_image",
     "make_noise",
     "make_noise_from_user_units",
@@ -292,6 +296,68 @@ class SaltAndPepperNoise:
 
 # --- low-dose CT ------------------------------------------------------------------------------
 
+HU_PER_UNIT = 2000.0
+"""Hounsfield units per [0, 1] unit in `LowDoseCT`'s convention: air 0, water 0.5, +1000 HU 1."""
+
+CALIBRATED_FLUENCE = 9.2e9  # set by the calibration; see docs/ct-physics.md
+"""Full-dose photons per mm of detector (at the isocentre) per 180-degree scan, all views together.
+
+The calibration (docs/ct-physics.md, ``python tools/calibrate_ct.py``): a 30 cm water cylinder
+at 0.7 mm pixels, ramp filter, 100 % dose shows 10 HU of noise in its centre, the noise a routine
+adult abdomen protocol aims at in 5 mm images (GE Revolution CT user manual, SmartmA: a 30 cm
+water phantom has the attenuation of an average adult abdomen; Noise Index 10 for 5 mm images).
+"""
+
+LEGACY_FULL_DOSE_PHOTONS = 1e5
+"""The photons per detector reading at full dose before the calibration (issue 14): pass it as
+``full_dose_photons`` to reproduce the simulation the shipped ``ct-lowdose`` was trained on."""
+
+_WINDOWS: dict[str, Any] = {
+    "ramp": lambda x: np.ones_like(x),
+    "shepp-logan": lambda x: np.sinc(x / 2),
+    "cosine": lambda x: np.cos(np.pi * x / 2),
+    "hamming": lambda x: 0.54 + 0.46 * np.cos(np.pi * x),
+    "hann": lambda x: 0.5 + 0.5 * np.cos(np.pi * x),
+}
+
+
+def fbp_filter(size: int, filter_name: str, cutoff: float = 1.0) -> np.ndarray:
+    """The frequency response of an FBP filter on an FFT grid of `size` (even) samples.
+
+    The ramp is built from its sampled spatial kernel, as scikit-image builds it (Kak & Slaney,
+    "Principles of Computerized Tomographic Imaging", ch. 3, eq. 61), so its response at zero
+    frequency is nearly, not exactly, zero.  The window of `filter_name` is stretched so that it
+    ends at `cutoff` times the Nyquist frequency, and the response is zero above (MATLAB's
+    ``iradon`` frequency scaling).
+
+    Parameters
+    ----------
+    size
+        Number of frequency samples (even).
+    filter_name
+        One of "ramp", "shepp-logan", "cosine", "hamming", "hann".
+    cutoff
+        Highest frequency passed, as a fraction of the Nyquist frequency, in (0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(size,)`` in numpy's FFT order.
+    """
+    if filter_name not in _WINDOWS:
+        raise ValueError(f"filter_name must be one of {_FBP_FILTERS}, got {filter_name!r}")
+    odd = np.concatenate(
+        (np.arange(1, size / 2 + 1, 2, dtype=int), np.arange(size / 2 - 1, 0, -2, dtype=int))
+    )
+    kernel = np.zeros(size)
+    kernel[0] = 0.25
+    kernel[1::2] = -1 / (np.pi * odd) ** 2
+    ramp = 2 * np.real(np.fft.fft(kernel))
+    scaled = np.abs(np.fft.fftfreq(size)) * 2 / cutoff  # 1 where the window ends
+    response = ramp * _WINDOWS[filter_name](scaled)
+    response[scaled > 1] = 0.0
+    return response
+
 
 @dataclass(frozen=True)
 class LowDoseCT:
@@ -309,39 +375,63 @@ class LowDoseCT:
        a head) whatever the image size, so a crop or a small image is not scaled up to a body.
        Pass the slice's own spacing (DICOM PixelSpacing) for its true noise level.
     2. Line integrals ``p`` come from a parallel-beam Radon transform over `views` angles evenly
-       spread on [0, 180) degrees (`sinogram`).
-    3. Detected counts are ``Poisson(I0 * exp(-p)) + N(0, electronic_noise^2)`` with
-       ``I0 = full_dose_photons * dose_fraction`` per detector bin.
+       spread on [0, 180) degrees (`sinogram`), one sample per pixel across the padded square's
+       diagonal; with `detector_bins`, each of that many detector bins across the same width
+       averages the line integrals it covers.
+    3. Detected counts are ``Poisson(I0 * exp(-p)) + N(0, electronic_noise^2)`` per detector
+       reading (one bin in one view).  ``I0`` is `photons_per_reading`: calibrated, the
+       full-dose fluence `full_dose_fluence` (photons per mm of detector per scan) times
+       `dose_fraction`, times the bin width, shared among the views, so that the dose, not the
+       number of views, sets the noise; with `full_dose_photons` given (the simulation
+       before the calibration), ``full_dose_photons * dose_fraction`` per reading whatever the
+       views and bins.
     4. Counts are clamped below at `count_floor`, as scanners do before the log, because the
        electronic noise can make a count zero or negative in the most attenuated rays.
-    5. ``p_noisy = -log(counts / I0)`` is reconstructed by filtered back-projection, divided by the
-       same scaling and cropped back to ``(H, W)`` (`noisy_from_sinogram`).
+    5. ``p_noisy = -log(counts / I0)`` is brought back to one sample per pixel (linear
+       interpolation, where `detector_bins` differs), reconstructed by filtered back-projection
+       with `filter_name` rolled off at `filter_cutoff`, divided by the same scaling and cropped
+       back to ``(H, W)`` (`noisy_from_sinogram`).
 
     So with full dose and no noise the output is the FBP reconstruction of the clean image, not
     the clean image itself: FBP's own discretisation error is part of what a CT denoiser sees.
-    The output is not clipped (FBP gives small negative values and overshoot at edges).
+    `noise_free_from_sinogram` gives that noise-free reconstruction, the reference against which
+    only the noise differs.  The output is not clipped (FBP gives small negative values and
+    overshoot at edges).  The water noise this gives at each dose is tabled in docs/ct-physics.md.
 
-    dose_fraction     : fraction of the full dose, in (0, 1]; noise std grows as 1/sqrt(dose).
-    full_dose_photons : incident photons per detector bin at full dose, > 0 (1e5 is typical).
-    electronic_noise  : standard deviation of the detector's electronic noise in counts, >= 0.
+    dose_fraction     : fraction of the calibrated full dose, in (0, 1]; noise std grows as
+                        1/sqrt(dose) while the electronic noise is small against the counts.
+    full_dose_photons : None (calibrated, the default), or photons per detector reading at full
+                        dose whatever the views, bins and spacing (the simulation before issue 14
+                        used 1e5, `LEGACY_FULL_DOSE_PHOTONS`), > 0.
+    electronic_noise  : standard deviation of the detector's electronic noise in counts per
+                        reading, >= 0.
     views             : number of projection angles over 180 degrees, >= 1.
     pixel_spacing_mm  : pixel width in mm, > 0.
     unit_attenuation_per_mm : linear attenuation of value-1.0 material per mm, > 0.
     count_floor       : smallest count kept before the log, in counts, > 0.
     filter_name       : FBP filter, one of "ramp", "shepp-logan", "cosine", "hamming", "hann".
+    detector_bins     : None (one bin per pixel across the padded diagonal, the default), or the
+                        number of detector bins across that width, >= 2.
+    filter_cutoff     : the filter's cut-off as a fraction of the Nyquist frequency, in (0, 1];
+                        1.0 is scikit-image's filter unchanged.
+    full_dose_fluence : calibrated full-dose photons per mm of detector per 180-degree scan (all
+                        views together), > 0; used when `full_dose_photons` is None.
 
     Works on ``(H, W)`` and ``(D, H, W)`` (slice by slice, in order, from one generator); a colour
     image raises ValueError.  There is no closed-form per-pixel variance, so no `variance`.
     """
 
     dose_fraction: float
-    full_dose_photons: float = 1e5
+    full_dose_photons: float | None = None
     electronic_noise: float = 8.0
     views: int = 360
     pixel_spacing_mm: float = 0.7
     unit_attenuation_per_mm: float = 0.038
     count_floor: float = 1.0
     filter_name: str = "ramp"
+    detector_bins: int | None = None
+    filter_cutoff: float = 1.0
+    full_dose_fluence: float = CALIBRATED_FLUENCE
     # The slice's physical size sets its attenuation, hence its noise: `fit_to_image` fills the
     # spacing from the file (DICOM PixelSpacing, NIfTI voxel size).
     IMAGE_PROPERTIES: ClassVar[tuple[str, ...]] = ("pixel_spacing_mm",)
@@ -350,22 +440,45 @@ class LowDoseCT:
         dose = _check_real("dose_fraction", self.dose_fraction)
         if not 0.0 < dose <= 1.0:
             raise ValueError(f"dose_fraction must lie in (0, 1], got {self.dose_fraction!r}")
-        _check_positive("full_dose_photons", self.full_dose_photons)
+        if self.full_dose_photons is not None:
+            _check_positive("full_dose_photons", self.full_dose_photons)
         _check_non_negative("electronic_noise", self.electronic_noise)
-        if isinstance(self.views, bool) or not isinstance(self.views, int | np.integer):
-            raise ValueError(f"views must be an integer, got {self.views!r}")
-        if self.views < 1:
-            raise ValueError(f"views must be >= 1, got {self.views!r}")
+        _check_count("views", self.views, minimum=1)
         _check_positive("pixel_spacing_mm", self.pixel_spacing_mm)
         _check_positive("unit_attenuation_per_mm", self.unit_attenuation_per_mm)
         _check_positive("count_floor", self.count_floor)
         if self.filter_name not in _FBP_FILTERS:
             raise ValueError(f"filter_name must be one of {_FBP_FILTERS}, got {self.filter_name!r}")
+        if self.detector_bins is not None:
+            _check_count("detector_bins", self.detector_bins, minimum=2)
+        cutoff = _check_real("filter_cutoff", self.filter_cutoff)
+        if not 0.0 < cutoff <= 1.0:
+            raise ValueError(f"filter_cutoff must lie in (0, 1], got {self.filter_cutoff!r}")
+        _check_positive("full_dose_fluence", self.full_dose_fluence)
 
     @property
     def incident_photons(self) -> float:
-        """Incident photons per detector bin at this dose, ``full_dose_photons * dose_fraction``."""
-        return float(self.full_dose_photons) * float(self.dose_fraction)
+        """Incident photons per reading at this dose with one detector bin per pixel."""
+        return self.photons_per_reading(float(self.pixel_spacing_mm))
+
+    def photons_per_reading(self, bin_width_mm: float) -> float:
+        """Incident photons per detector reading (one bin, one view) at this dose.
+
+        Parameters
+        ----------
+        bin_width_mm
+            Width of one detector bin at the isocentre in mm.
+
+        Returns
+        -------
+        float
+            ``full_dose_fluence * dose_fraction * bin_width_mm / views``, or with
+            `full_dose_photons` given, ``full_dose_photons * dose_fraction``.
+        """
+        dose = float(self.dose_fraction)
+        if self.full_dose_photons is not None:
+            return float(self.full_dose_photons) * dose
+        return float(self.full_dose_fluence) * dose * float(bin_width_mm) / int(self.views)
 
     @property
     def attenuation_per_pixel(self) -> float:
@@ -378,10 +491,11 @@ class LowDoseCT:
     def sinogram(self, clean2d: FloatArray) -> np.ndarray:
         """Noise-free line integrals of one ``(H, W)`` slice in [0, 1] units.
 
-        Returns float64 of shape ``(detector bins, views)``, dimensionless (already scaled by
-        `attenuation_per_pixel`; the sinogram is linear in it, so one computed at another spacing
-        is this one times the ratio of spacings).  This is the expensive, noise-independent half
-        of the simulation; cache it and call `noisy_from_sinogram` for each noise draw.
+        Returns float64 of shape ``(pixel bins, views)``, one bin per pixel across the padded
+        square's diagonal, dimensionless (already scaled by `attenuation_per_pixel`; the
+        sinogram is linear in it, so one computed at another spacing is this one times the ratio
+        of spacings).  This is the expensive, noise-independent half of the simulation; cache it
+        and call `noisy_from_sinogram` for each noise draw.
         """
         from skimage.transform import radon
 
@@ -395,6 +509,19 @@ class LowDoseCT:
         line_integrals = radon(square, theta=self._angles(), circle=False)
         return line_integrals * self.attenuation_per_pixel
 
+    def _checked_sinogram(self, sinogram: np.ndarray) -> np.ndarray:
+        sinogram = np.asarray(sinogram, dtype=np.float64)
+        if sinogram.ndim != 2 or sinogram.shape[1] != self.views:
+            raise ValueError(
+                f"expected a (bins, {self.views}) sinogram, got shape {tuple(sinogram.shape)}"
+            )
+        if not np.all(np.isfinite(sinogram)):
+            raise ValueError("sinogram contains NaN or Inf values")
+        return sinogram
+
+    def _bins(self, pixel_bins: int) -> int:
+        return pixel_bins if self.detector_bins is None else int(self.detector_bins)
+
     def noisy_from_sinogram(
         self, sinogram: np.ndarray, shape: tuple[int, int], rng: np.random.Generator
     ) -> FloatArray:
@@ -404,31 +531,49 @@ class LowDoseCT:
         shape    : ``(H, W)`` of the original slice.
         Returns float32 ``(H, W)`` in [0, 1] image units (unclipped).
         """
-        from skimage.transform import iradon
-
         _check_rng(rng)
-        sinogram = np.asarray(sinogram, dtype=np.float64)
-        if sinogram.ndim != 2 or sinogram.shape[1] != self.views:
-            raise ValueError(
-                f"expected a (bins, {self.views}) sinogram, got shape {tuple(sinogram.shape)}"
-            )
-        if not np.all(np.isfinite(sinogram)):
-            raise ValueError("sinogram contains NaN or Inf values")
-        height, width = (int(n) for n in shape)
-        side = max(height, width)
-
-        incident = self.incident_photons
-        counts = rng.poisson(incident * np.exp(-sinogram)).astype(np.float64)
+        sinogram = self._checked_sinogram(sinogram)
+        pixel_bins = sinogram.shape[0]
+        bins = self._bins(pixel_bins)
+        line_integrals = _rebin(sinogram, bins)
+        incident = self.photons_per_reading(float(self.pixel_spacing_mm) * pixel_bins / bins)
+        counts = rng.poisson(incident * np.exp(-line_integrals)).astype(np.float64)
         if self.electronic_noise > 0:
             counts += rng.normal(0.0, self.electronic_noise, size=counts.shape)
         counts = np.maximum(counts, self.count_floor)
         noisy_line_integrals = np.log(incident) - np.log(counts)
+        return self._reconstruct(_interpolate(noisy_line_integrals, pixel_bins), shape)
 
+    def noise_free_from_sinogram(self, sinogram: np.ndarray, shape: tuple[int, int]) -> FloatArray:
+        """The reconstruction of a clean `sinogram` through the same detector and filter.
+
+        The reference a denoiser of `noisy_from_sinogram`'s output is scored against, so that
+        only the noise differs.  It does not depend on the dose or (the sinogram being linear in
+        it) the pixel spacing.
+
+        sinogram : output of `sinogram` for a slice of shape `shape`.
+        shape    : ``(H, W)`` of the original slice.
+        Returns float32 ``(H, W)`` in [0, 1] image units (unclipped).
+        """
+        sinogram = self._checked_sinogram(sinogram)
+        pixel_bins = sinogram.shape[0]
+        detected = _rebin(sinogram, self._bins(pixel_bins))
+        return self._reconstruct(_interpolate(detected, pixel_bins), shape)
+
+    def _reconstruct(self, line_integrals: np.ndarray, shape: tuple[int, int]) -> FloatArray:
+        from skimage.transform import iradon
+
+        height, width = (int(n) for n in shape)
+        side = max(height, width)
+        filter_name: str | None = self.filter_name
+        if self.filter_cutoff < 1.0:  # filtered here; scikit-image only back-projects
+            line_integrals = _filtered(line_integrals, self.filter_name, self.filter_cutoff)
+            filter_name = None
         reconstruction = iradon(
-            noisy_line_integrals,
+            line_integrals,
             theta=self._angles(),
             output_size=side,
-            filter_name=self.filter_name,
+            filter_name=filter_name,
             circle=False,
         )
         image = reconstruction / self.attenuation_per_pixel
@@ -446,6 +591,53 @@ class LowDoseCT:
         for index, slice2d in enumerate(array):
             noisy[index] = self.noisy_from_sinogram(self.sinogram(slice2d), slice2d.shape, rng)
         return noisy
+
+
+def _check_count(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def _rebin(sinogram: np.ndarray, bins: int) -> np.ndarray:
+    """Average `sinogram` (one row per pixel-wide bin) over `bins` equal detector bins.
+
+    The bins span the same width; each value is the exact mean of the piecewise-constant rows.
+    """
+    pixel_bins = sinogram.shape[0]
+    if bins == pixel_bins:
+        return sinogram
+    cumulative = np.concatenate([np.zeros((1, sinogram.shape[1])), np.cumsum(sinogram, axis=0)])
+    edges = np.linspace(0.0, pixel_bins, bins + 1)  # in pixel-bin widths from the first edge
+    index = np.minimum(np.floor(edges).astype(int), pixel_bins - 1)
+    fraction = (edges - index)[:, None]
+    at_edges = cumulative[index] + fraction * (cumulative[index + 1] - cumulative[index])
+    return np.diff(at_edges, axis=0) * (bins / pixel_bins)
+
+
+def _interpolate(detected: np.ndarray, pixel_bins: int) -> np.ndarray:
+    """Interpolate detector-bin values at the centres of `pixel_bins` equal bins.
+
+    The bins span the same width; linear, constant beyond the outermost detector centres.
+    """
+    bins = detected.shape[0]
+    if bins == pixel_bins:
+        return detected
+    position = (np.arange(pixel_bins) + 0.5) * bins / pixel_bins - 0.5  # in detector bins
+    position = np.clip(position, 0.0, bins - 1.0)
+    index = np.minimum(np.floor(position).astype(int), bins - 2)
+    fraction = (position - index)[:, None]
+    return detected[index] * (1.0 - fraction) + detected[index + 1] * fraction
+
+
+def _filtered(line_integrals: np.ndarray, filter_name: str, cutoff: float) -> np.ndarray:
+    """Projections filtered as scikit-image's ``iradon`` pads and filters them (`fbp_filter`)."""
+    bins = line_integrals.shape[0]
+    size = max(64, int(2 ** np.ceil(np.log2(2 * bins))))
+    padded = np.pad(line_integrals, ((0, size - bins), (0, 0)))
+    response = fbp_filter(size, filter_name, cutoff)[:, None]
+    return np.real(np.fft.ifft(np.fft.fft(padded, axis=0) * response, axis=0))[:bins]
 
 
 def _pad_to_square(image: np.ndarray, side: int) -> np.ndarray:

@@ -3,28 +3,48 @@
 Which denoiser a name means is `meddenoise.methods`' business; this module only runs one.
 
 `denoise` is the stable Python entry point on arrays; `denoise_image` does the same for an `Image`
-read from a file and returns one ready to write in the source's format.
+read from a file and returns one ready to write in the source's format.  `evaluate_files` scores a
+file against a reference file the way `meddenoise evaluate` does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from meddenoise.io.base import Image
+from meddenoise.io.base import DEFAULT_MAX_PIXELS, Image
 from meddenoise.methods import resolve
-from meddenoise.types import STACK_PARTS, Denoiser, FloatArray, Layout, layout_of
+from meddenoise.types import STACK_PARTS, Denoiser, FloatArray, Layout, is_colour, layout_of
+
+# How far outside [0, 1] `denoise` lets values go: one whole range either side, room for noise of
+# sigma 0.2 (50 in 0-255 units) at five standard deviations on an image that spans [0, 1], while
+# values in HU, 0-255 or 0-65535 are far outside it.
+UNIT_TOLERANCE = 1.0
+UNIT_FIX = (
+    "denoise() takes values in [0, 1]: read the file with meddenoise.read_image and map its "
+    "values with image.meta.mapping.to_unit (and back with mapping.from_unit), or denoise the "
+    "Image itself with meddenoise.denoise_image"
+)
 
 
 def _check_unit_array(image: np.ndarray) -> None:
     if not np.issubdtype(image.dtype, np.floating):
-        raise TypeError(f"expected a float image in [0, 1], got dtype {image.dtype}")
+        raise TypeError(f"expected a float image in [0, 1], got dtype {image.dtype}; {UNIT_FIX}")
     if not np.all(np.isfinite(image)):
         raise ValueError("image holds NaN or infinite values")
+    if image.size == 0:
+        raise ValueError("image is empty")
+    low, high = float(image.min()), float(image.max())
+    if low < -UNIT_TOLERANCE or high > 1.0 + UNIT_TOLERANCE:
+        raise ValueError(
+            f"image values span {low:g} to {high:g}, not [0, 1] (up to {UNIT_TOLERANCE:g} "
+            f"outside it is accepted for noise); {UNIT_FIX}"
+        )
 
 
 def denoise(
@@ -44,7 +64,8 @@ def denoise(
     method : str or path
         A name from `list_methods()` or a checkpoint path (see `methods.resolve`).
     sigma : float, optional
-        Noise standard deviation in the same [0, 1] units; None estimates it.
+        Noise standard deviation in the same [0, 1] units (25 on a 0-255 scale is 25 / 255);
+        None estimates it.
     precision : {"auto", "fp32", "bf16"}
         Network arithmetic: "auto" runs bf16 only where the CPU or GPU runs it natively.
 
@@ -58,7 +79,9 @@ def denoise(
     TypeError
         An integer image (values in file units, not [0, 1]).
     ValueError
-        NaN or infinite values, an unknown method, a negative sigma.
+        NaN or infinite values; values outside [0, 1] by more than `UNIT_TOLERANCE` (file values
+        such as HU: the message says how to map them); an unknown method; a sigma below 0 or
+        above 1 (0-255 units given to the [0, 1] API).
 
     >>> noisy = np.random.default_rng(0).normal(0.5, 0.1, (64, 64)).astype(np.float32)
     >>> denoised = denoise(noisy, method="nlm", sigma=0.1)
@@ -70,6 +93,11 @@ def denoise(
     layout = layout_of(array)
     if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    if sigma is not None and sigma > 1:
+        raise ValueError(
+            f"sigma {sigma:g} is above 1: sigma is in the image's [0, 1] units, so a level of "
+            f"{sigma:g} on a 0-255 scale is sigma={sigma / 255:.4g}"
+        )
     denoiser = resolve(method, sigma=sigma, colour=layout == "colour", precision=precision)
     return np.asarray(denoiser(array.astype(np.float32, copy=False)), dtype=np.float32)
 
@@ -120,8 +148,149 @@ def transform_image(
     return Image(array=result, meta=meta)
 
 
-def denoise_image(image: Image, denoiser: Denoiser) -> Image:
-    """Denoise an `Image` read from a file; the result is ready for `write_image`."""
+def denoise_image(image: Image, denoiser: Denoiser | str | os.PathLike[str] = "default") -> Image:
+    """Denoise an `Image` read from a file; the result is ready for `write_image`.
+
+    The image is mapped to [0, 1] by its own `meta.mapping`, denoised, and the change carried back
+    to its values (HU for CT), so nothing about units is left to the caller.
+
+    Parameters
+    ----------
+    image : Image
+        From `meddenoise.read_image`.
+    denoiser : Denoiser or str or path
+        A built `Denoiser`, or a method name or checkpoint path for `methods.resolve` (built for
+        grey or colour as the image is).
+
+    Returns
+    -------
+    Image
+        The denoised image, in the source's units, with the derivation recorded.
+
+    Examples
+    --------
+    >>> from meddenoise.io import read_image, write_image
+    >>> image = read_image("ct.dcm")  # doctest: +SKIP
+    >>> write_image(denoise_image(image, "nlm"), "ct_denoised.dcm")  # doctest: +SKIP
+    """
+    if not isinstance(denoiser, Denoiser):
+        denoiser = resolve(denoiser, colour=is_colour(image.meta.layout))
     return transform_image(
         image, denoiser, method=denoiser.name, parameters=dict(denoiser.parameters)
     )
+
+
+def evaluate_files(
+    reference: str | os.PathLike[str],
+    test: str | os.PathLike[str],
+    *,
+    mask: str | os.PathLike[str] | None = None,
+    data_range: float | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> dict[str, Any]:
+    """PSNR, SSIM and MSE of the image in `test` against the one in `reference`, honestly.
+
+    Pixels the reader marks as padding (DICOM PixelPaddingValue: the air outside a CT's field of
+    view) in either image are left out, unless a `mask` file says which pixels to score; the data
+    range is the reference's own range over the scored pixels unless given.
+
+    Parameters
+    ----------
+    reference, test
+        Image files (or series folders) of the same shape, in the same units.
+    mask
+        A binary image file of the reference's shape (or its (H, W) for colour): its non-zero
+        pixels are scored.
+    data_range
+        Width of the intensity range for PSNR and SSIM, in the images' units.
+    max_pixels
+        As for `read_image`.
+
+    Returns
+    -------
+    dict
+        `metrics.compare`'s scores, plus ``mask`` (which pixels were scored, in words) and
+        ``range_from`` (where the data range came from).
+
+    Raises
+    ------
+    ImageError
+        For an unreadable file, or a mask that is not binary or not of the reference's shape.
+    ValueError
+        From `metrics.compare` (shapes differ, nothing scored, zero range).
+    """
+    from meddenoise import metrics
+    from meddenoise.io import read_image
+
+    reference_image = read_image(reference, max_pixels=max_pixels)
+    test_image = read_image(test, max_pixels=max_pixels)
+    chosen: np.ndarray | None = None
+    described = "none (every pixel scored)"
+    if mask is not None:
+        chosen = _mask_from_file(mask, reference_image, max_pixels=max_pixels)
+        described = f"{mask} (its non-zero pixels)"
+    else:
+        padding = [
+            image.meta.keep_mask
+            for image in (reference_image, test_image)
+            if image.meta.keep_mask is not None
+            and image.meta.keep_mask.shape == reference_image.array.shape
+        ]
+        if padding:
+            chosen = ~np.logical_or.reduce(padding)
+            described = "padding excluded (PixelPaddingValue: outside the field of view)"
+    scores = metrics.compare(
+        reference_image.array,
+        test_image.array,
+        layout=reference_image.meta.layout,
+        data_range=data_range,
+        mask=chosen,
+    )
+    range_from = "given" if data_range is not None else "the reference's range, scored pixels"
+    return {**scores, "mask": described, "range_from": range_from}
+
+
+def format_scores(scores: dict[str, Any], *, as_json: bool = False) -> str:
+    """`evaluate_files`' result as the text `meddenoise evaluate` prints, or as strict JSON.
+
+    Parameters
+    ----------
+    scores
+        From `evaluate_files`.
+    as_json
+        One JSON object; an infinite PSNR (identical images) becomes null with
+        ``"identical": true``, since JSON cannot hold infinity.
+
+    Returns
+    -------
+    str
+    """
+    if as_json:
+        identical = scores["psnr"] == float("inf")
+        psnr = None if identical else scores["psnr"]
+        return json.dumps({**scores, "psnr": psnr, "identical": identical})
+    return "\n".join(
+        [
+            f"mask: {scores['mask']}, {scores['scored']:,} of {scores['pixels']:,} pixels scored",
+            f"data range: {scores['data_range']:g} ({scores['range_from']})",
+            f"PSNR: {scores['psnr']:.3f} dB",
+            f"SSIM: {scores['ssim']:.4f}",
+            f"MSE:  {scores['mse']:.6g}",
+        ]
+    )
+
+
+def _mask_from_file(
+    path: str | os.PathLike[str], reference: Image, *, max_pixels: int | None
+) -> np.ndarray:
+    from meddenoise.io import ImageError, read_image
+
+    values = np.asarray(read_image(path, max_pixels=max_pixels).array)
+    if len(np.unique(values)) > 2:
+        raise ImageError(path, "a mask must be binary (two values: 0 outside, non-zero inside)")
+    shape = reference.array.shape
+    if values.shape != shape and not (
+        is_colour(reference.meta.layout) and values.shape == shape[:-1]
+    ):
+        raise ImageError(path, f"mask of shape {values.shape} does not match the image's {shape}")
+    return values != 0

@@ -118,8 +118,10 @@ def write_benchmark_report(
     protocol: str,
     machine: str,
     command: str,
+    method_noise: tuple | None = None,  # benchmark.run_method_noise's (rows, residuals, crops)
 ) -> Path:
-    """benchmark.md with protocol, mean tables, per-image table, plots and crops; returns it."""
+    """benchmark.md with protocol, mean tables, per-image table, plots and crops, and (given
+    `method_noise`) the method-noise scores with residual pictures; returns it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,9 +281,96 @@ def write_benchmark_report(
     lines += ["## Crops (a residual that shows anatomy means the method removed anatomy)", ""]
     for title, name in crop_names:
         lines += [f"### {title}", "", f"![{title}](figures/{name})", ""]
+    if method_noise is not None and method_noise[0]:
+        lines += method_noise_section(figures, *method_noise)
     path = output / "benchmark.md"
     write_text(path, "\n".join(lines))
     return path
+
+
+def method_noise_section(
+    figures: Path,
+    rows: Sequence,  # Sequence[benchmark.MethodNoiseRow]
+    residuals: dict,
+    crops: dict,
+) -> list[str]:
+    """The report's method-noise part: score and residual RMS per method and image, and one
+    picture per image (the crop, then each method's residual)."""
+    methods = list(dict.fromkeys(row.method for row in rows))
+    images = list(dict.fromkeys(row.image for row in rows))
+
+    def table(value) -> str:
+        cells = []
+        for method in methods:
+            found = {row.image: value(row) for row in rows if row.method == method}
+            present = [found[image] for image in images if image in found]
+            cells.append(
+                [
+                    method,
+                    *(found.get(image, "") for image in images),
+                    float(np.nanmean(present)) if present else "",
+                ]
+            )
+        return markdown_table(["method", *images, "mean"], cells)
+
+    lines = [
+        "## Method noise: the images as they are, nothing added",
+        "",
+        "Each method on each image's central crop with no noise added (classical methods told "
+        "the level `estimate.blind_noise_level` reads, networks blind). Score: "
+        "`meddenoise.method_noise.method_noise_score`, the rank correlation between the local "
+        "energy of the residual (input - output) and the image's gradient at a 3 px scale; above "
+        "0 the residual holds edges and texture (the method removed anatomy), about 0 or below "
+        "it holds noise. Lower is better; compare methods on the same image. Levels (0-255 units "
+        "of each image's range): "
+        + ", ".join(
+            f"{image} {next(r.level_255 for r in rows if r.image == image):.2f}" for image in images
+        )
+        + ".",
+        "",
+        table(lambda row: row.score),
+        "",
+        "Residual RMS (0-255 units of each image's range): how much each method removed.",
+        "",
+        table(lambda row: row.residual_rms_255),
+        "",
+    ]
+    for index, image in enumerate(images):
+        ran = [method for method in methods if (method, image) in residuals]
+        name = f"method_noise_{index}.png"
+        _save_residuals(
+            figures / name, crops[image], [(method, residuals[(method, image)]) for method in ran]
+        )
+        lines += [f"### {image}", "", f"![method noise, {image}](figures/{name})", ""]
+    return lines
+
+
+def _save_residuals(
+    path: Path, image: np.ndarray, residuals: Sequence[tuple[str, np.ndarray]]
+) -> None:
+    """The image, then each residual on its own symmetric range (grey 0.5 is zero), so that the
+    pattern of a small residual shows as well as a large one's; the titles give their RMS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 1 + len(residuals)
+    figure, axes = plt.subplots(1, columns, figsize=(2.4 * columns, 2.7), squeeze=False)
+    colour = image.ndim == 3
+    axes[0][0].imshow(np.clip(image, 0, 1), cmap=None if colour else "gray", vmin=0, vmax=1)
+    axes[0][0].set_title("as it is", fontsize=7)
+    for axis, (method, residual) in zip(axes[0][1:], residuals, strict=True):
+        shown = residual.mean(axis=-1) if residual.ndim == 3 else residual
+        spread = float(np.percentile(np.abs(shown), 99.5)) or 1.0
+        axis.imshow(np.clip(shown / (2 * spread) + 0.5, 0, 1), cmap="gray", vmin=0, vmax=1)
+        rms = float(np.sqrt(np.mean(residual**2))) * 255
+        axis.set_title(f"{method} residual (RMS {rms:.2f})", fontsize=7)
+    for axis in axes.flat:
+        axis.axis("off")
+    figure.tight_layout()
+    atomic_write_with(path, lambda target: figure.savefig(target, dpi=90, format="png"))
+    plt.close(figure)
 
 
 def package_versions() -> list[tuple[str, str]]:

@@ -14,10 +14,13 @@ Three checks use it (and `start_record` records what `fit` checked in every chec
   chain: no test-split entry anywhere, and every model's validation set disjoint from its own
   training data and from that of every ancestor.
 
-Entries are compared by *key*: ``pydicom:NAME``, ``skimage:NAME`` and ``matplotlib:NAME`` as
-written; a file path by its resolved path, except that a file named like a pydicom test-split
-file counts as that file wherever it lies (a copy is the same image); folders and glob patterns
-by the files they hold.
+Entries are compared by *key*: ``pydicom:NAME``, ``skimage:NAME``, ``matplotlib:NAME``,
+``nibabel:PATH`` and ``nilearn:PATH`` as written; a file path by its resolved path, except that a
+file named like a pydicom or held-out MR test-split file counts as that file wherever it lies (a
+copy is the same image); folders and glob patterns by the files they hold.
+
+The held-out MR set (issue 13, docs/heldout.md) is part of the test split: never trained on,
+tuned on or used to select a model.
 """
 
 from __future__ import annotations
@@ -54,11 +57,24 @@ TEST_SPLIT: tuple[str, ...] = (
     # Colour: fundus and histology.
     "skimage:retina",
     "skimage:immunohistochemistry",
+    # The held-out MR set (issue 13; docs/heldout.md, `meddenoise.benchmark.HELDOUT_MR`): whole
+    # files, so every slice of a volume is held out with the slices the benchmark scores.
+    "matplotlib:s1045.ima.gz",  # head and neck, sagittal T1-weighted
+    "nibabel:tests/data/example4d.nii.gz",  # brain, axial gradient-echo EPI (BOLD)
+    "nibabel:nicom/tests/data/slicethickness_empty_string.dcm",  # neck, TOF MR angiogram MIP
+    # brain, T1-weighted ICBM 2009a template (an average of 152 brains)
+    "nilearn:datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
 )
 
 # scikit-image's files behind its test-split loaders, for entries that give the file's path.
 SKIMAGE_FILES = {"retina.jpg": "skimage:retina", "ihc.png": "skimage:immunohistochemistry"}
-PACKAGED_PREFIXES = ("pydicom:", "skimage:", "matplotlib:")
+# The held-out MR files by name: a copy anywhere (these names are specific enough) is the image.
+HELDOUT_FILES = {
+    entry.split(":", 1)[1].rsplit("/", 1)[-1]: entry
+    for entry in TEST_SPLIT
+    if entry.startswith(("matplotlib:", "nibabel:", "nilearn:"))
+}
+PACKAGED_PREFIXES = ("pydicom:", "skimage:", "matplotlib:", "nibabel:", "nilearn:")
 logger = logging.getLogger(__name__)
 
 
@@ -90,6 +106,8 @@ def file_key(path: Path) -> str:
         return pydicom_key
     if path.name in SKIMAGE_FILES and "skimage" in path.resolve().parts:
         return SKIMAGE_FILES[path.name]
+    if path.name in HELDOUT_FILES:
+        return HELDOUT_FILES[path.name]
     return str(path.resolve())
 
 

@@ -395,7 +395,7 @@ def fit(
             "seconds": time.perf_counter() - epoch_start,
         }
         history.append(row)
-        logger.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
+        logger.info("%s", ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
         extra = {
             "config": config_to_dict(config),
             "metrics": {**row, **{f"baseline_{key}": value for key, value in baseline.items()}},

@@ -12,11 +12,15 @@ plus one entry there (see `FileFormat`).  Readers are imported on first use, so 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from meddenoise.intensity import IntensityMapping
 from meddenoise.io.base import (
@@ -28,7 +32,9 @@ from meddenoise.io.base import (
     PixelLimitError,
     WriteReport,
     refuse_overwriting_input,
+    reject_non_finite,
 )
+from meddenoise.types import is_colour
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -39,10 +45,12 @@ __all__ = [
     "ImageMeta",
     "PixelLimitError",
     "WriteReport",
+    "check_sound",
     "detect_format",
     "format_for_suffix",
     "image_properties",
     "is_image_file",
+    "output_name",
     "pixel_spacing_mm",
     "read_image",
     "suffixes",
@@ -151,6 +159,45 @@ def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
     return max(matches)[1] if matches else None
 
 
+def output_name(name: str, format_name: str | None) -> str:
+    """The file name an image of `format_name` is written under, for an input called `name`.
+
+    A file is written in the format its content was read as, under a name with that format's
+    suffix: a name whose suffix is another format's gets this format's first suffix instead (a
+    PNG named ``scan.dcm`` becomes ``scan.png``), and a name with no registered suffix gets it
+    appended (``thumbnail`` -> ``thumbnail.png``), except DICOM files, which are often named
+    without one (``IM0001``).
+
+    Parameters
+    ----------
+    name
+        The input's file name.
+    format_name
+        A key of `FORMATS` (the input's format), or None to keep `name`.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> output_name("scan.dcm", "png"), output_name("IM0001", "dicom"), output_name("a.TIF", "tiff")
+    ('scan.png', 'IM0001', 'a.TIF')
+    """
+    if format_name is None or format_name not in FORMATS:
+        return name
+    named = format_for_suffix(name)
+    if named == format_name or (named is None and format_name == "dicom"):
+        return name
+    stem = name
+    if named is not None:
+        longest = max(
+            (suffix for suffix in FORMATS[named].suffixes if name.lower().endswith(suffix)), key=len
+        )
+        stem = name[: len(name) - len(longest)]
+    return stem + FORMATS[format_name].suffixes[0]
+
+
 def _read_head(path: Path) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(HEAD_SIZE)
@@ -241,6 +288,7 @@ def read_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     window: tuple[float, float] | None = None,
+    files: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Image:
     """Read a DICOM file or series folder, NIfTI, PNG, TIFF or JPEG (any format in `FORMATS`).
 
@@ -252,17 +300,23 @@ def read_image(
         Refuse images with more pixels than this before decoding them; None lifts the limit.
     window
         ``(center, width)`` in modality units to map to [0, 1] instead of the image's own range.
+    files
+        For a folder: the files of the one series to read (`batch.plan_batch` splits a folder
+        holding several series this way); None reads the folder's one series.
 
     Returns
     -------
     Image
         The array in modality units (HU for CT); `meta` carries the mapping to [0, 1] and what
-        writing it back needs.
+        writing it back needs.  Never empty, laid out as ``meta.layout`` says, finite
+        (`check_sound`).
 
     Raises
     ------
     ImageError
-        One line naming the file and the reason, for anything it cannot read.
+        One line naming the file and the reason, for anything it cannot read: no other
+        exception escapes for any content of the file (the readers are fuzzed,
+        ``tests/test_fuzz_readers.py``).
     PixelLimitError
         For images over `max_pixels`.
     """
@@ -271,13 +325,84 @@ def read_image(
         raise ImageError(path, "no such file or folder")
     format_name = detect_format(path)
     file_format = FORMATS[format_name]
-    if path.is_dir() and file_format.read_folder is not None:
-        image = file_format.read_folder(path, max_pixels=max_pixels)
-    else:
-        image = file_format.read(path, max_pixels=max_pixels)
+    try:
+        with _parsers_quiet():
+            if path.is_dir() and file_format.read_folder is not None:
+                chosen = {} if files is None else {"files": [Path(name) for name in files]}
+                image = file_format.read_folder(path, max_pixels=max_pixels, **chosen)
+            else:
+                image = file_format.read(path, max_pixels=max_pixels)
+            check_sound(path, image)
+    except ImageError:
+        raise
+    except Exception as error:
+        # Readers hand untrusted bytes to libraries (pydicom, nibabel, Pillow, tifffile, C
+        # decoders) that raise many types on damaged files, some of them only when a value is
+        # first used; whatever they raise is a fact about the file, said in one line.
+        # The first line: some messages go on with the stack of where the error arose.
+        reason = (str(error).splitlines() or [""])[0] or "no detail given"
+        raise ImageError(
+            path, f"cannot read it as {format_name.upper()}: {type(error).__name__}: {reason}"
+        ) from None
     if window is not None:
         image.meta.mapping = IntensityMapping.from_window(*window)
     return image
+
+
+# Libraries that log (to stderr, where no logging is set up) what they find odd in a file.
+PARSER_LOGGERS = ("tifffile", "nibabel", "nibabel.global", "PIL", "png")
+
+
+@contextlib.contextmanager
+def _parsers_quiet() -> Iterator[None]:
+    """Silence the parsers' own log lines while reading.
+
+    The outcome of a read is one image or one `ImageError` line; a command-line user sees
+    nothing else about the file.
+    """
+    loggers = [logging.getLogger(name) for name in PARSER_LOGGERS]
+    before = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, disabled in zip(loggers, before, strict=True):
+            logger.disabled = disabled
+
+
+def check_sound(path: str | os.PathLike[str], image: Image) -> None:
+    """Raise `ImageError` unless `image` is what every caller may assume a read gives.
+
+    The array is non-empty, laid out as `image.meta.layout` says, holds finite numbers, and the
+    mapping to [0, 1] is a valid one; the format is a registered one.
+
+    Parameters
+    ----------
+    path
+        The file the image came from, named in the error.
+    image
+        A reader's result.
+
+    Raises
+    ------
+    ImageError
+        Naming the file and what is wrong.
+    """
+    array = image.array
+    layout = image.meta.layout
+    dimensions = {"grey": 2, "colour": 3, "volume": 3, "volumes": 4, "colour_frames": 4}
+    if not isinstance(array, np.ndarray) or array.size == 0:
+        raise ImageError(path, "holds no pixels")
+    if array.ndim != dimensions.get(layout) or (is_colour(layout) and array.shape[-1] != 3):
+        raise ImageError(path, f"pixel array of shape {array.shape} is not a {layout} image")
+    if array.dtype.kind not in "uif":
+        raise ImageError(path, f"unsupported pixel type {array.dtype}")
+    # min and max carry any NaN or infinity along without a full-size temporary array.
+    if array.dtype.kind == "f" and not (np.isfinite(array.min()) and np.isfinite(array.max())):
+        reject_non_finite(path, array)
+    if image.meta.format not in FORMATS:
+        raise ImageError(path, f"read as an unregistered format {image.meta.format!r}")
 
 
 def write_image(image: Image, path: str | os.PathLike[str]) -> WriteReport:
@@ -299,7 +424,9 @@ def write_image(image: Image, path: str | os.PathLike[str]) -> WriteReport:
     Raises
     ------
     ImageError
-        When `path` is the image's own source (never overwritten) or the format cannot be written.
+        When `path` is the image's own source (never overwritten), its suffix names another
+        format than the image's (`output_name` gives the right name), or the format cannot be
+        written.
     """
     path = Path(path)
     if image.meta.source is not None:
@@ -307,6 +434,15 @@ def write_image(image: Image, path: str | os.PathLike[str]) -> WriteReport:
     file_format = FORMATS.get(image.meta.format)
     if file_format is None:
         raise ImageError(path, f"cannot write format {image.meta.format!r}")
+    named = format_for_suffix(path)
+    if named is not None and named != image.meta.format:
+        # Bytes of one format under another's name fool the next reader (and the user).
+        right = output_name(path.name, image.meta.format)
+        raise ImageError(
+            path,
+            f"the image is {image.meta.format.upper()} but the name says {named.upper()}; "
+            f"name it {right}",
+        )
     return file_format.write(image, path)
 
 

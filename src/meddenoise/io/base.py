@@ -62,6 +62,9 @@ class ImageMeta:
     - `keep_mask`: pixels that must come back unchanged (DICOM PixelPaddingValue), or None.
     - `derivation`: filled by the denoising pipeline: method name and parameters, for DICOM's
       DerivationDescription and its derived UIDs.
+    - `grey_as_rgb`: the file stores this grey image (or volume of frames) as three equal
+      channels (R = G = B): it is read, denoised and measured as grey, and written back as three
+      equal channels (`equal_channels_as_grey`, `as_stored_channels`).
     """
 
     format: str
@@ -72,6 +75,7 @@ class ImageMeta:
     details: Any = None
     keep_mask: np.ndarray | None = None
     derivation: dict[str, Any] = field(default_factory=dict)
+    grey_as_rgb: bool = False
 
 
 @dataclass
@@ -101,8 +105,9 @@ class FileFormat:
         ``(offset, bytes)`` pairs, any one of which found in a file's first bytes makes the file
         this format whatever its name; empty for a format recognised by its suffix alone.
     read_folder
-        ``read_folder(folder, *, max_pixels) -> Image`` for a format whose images can be a folder
-        (a DICOM series), else None.
+        ``read_folder(folder, *, max_pixels, files=None) -> Image`` for a format whose images can
+        be a folder (a DICOM series; `files` names the files of one series among several), else
+        None.
     pixel_spacing
         ``pixel_spacing(image) -> [row, column] in mm`` as the file records it, or None where it
         says nothing; None for a format that never records it.
@@ -118,16 +123,63 @@ class FileFormat:
 
 @dataclass(frozen=True)
 class WriteReport:
-    """What a writer did: where it wrote, how many values it clipped into the stored range."""
+    """What a writer did: where it wrote, how many values it clipped into the stored range.
+
+    Attributes
+    ----------
+    paths
+        The files written.
+    clipped_low, clipped_high
+        Values below the smallest, above the largest storable value, stored as that value.
+    values
+        Values written in all (samples of every pixel), 0 where the writer does not count them.
+    """
 
     paths: tuple[Path, ...]
     clipped_low: int = 0
     clipped_high: int = 0
+    values: int = 0
 
     @property
     def clipped(self) -> int:
         """Values clipped at either end of the stored range."""
         return self.clipped_low + self.clipped_high
+
+    @property
+    def clipped_fraction(self) -> float:
+        """The share of the written values that were clipped (0.0 when none were counted)."""
+        return self.clipped / self.values if self.values else 0.0
+
+
+def equal_channels_as_grey(array: np.ndarray, layout: Layout) -> tuple[np.ndarray, Layout, bool]:
+    """A colour image whose three channels are equal everywhere, as the grey image it is.
+
+    Such a file (a grey radiograph saved as RGB) is denoised as grey: a colour method would treat
+    the channels apart and tint the result.  `as_stored_channels` makes the three channels again.
+
+    Returns
+    -------
+    tuple
+        ``(array, layout, grey_as_rgb)``: the first channel with layout "grey" ("volume" for
+        colour frames) and True, or the input unchanged and False.
+    """
+    if layout not in ("colour", "colour_frames") or array.shape[-1] != 3:
+        return array, layout, False
+    first = array[..., 0]
+    if not (np.array_equal(first, array[..., 1]) and np.array_equal(first, array[..., 2])):
+        return array, layout, False
+    return np.ascontiguousarray(first), ("grey" if layout == "colour" else "volume"), True
+
+
+def as_stored_channels(image: Image, values: np.ndarray) -> np.ndarray:
+    """`values` of `image` laid out as its file stores them.
+
+    Three equal channels again for an image read as grey from an RGB file
+    (`ImageMeta.grey_as_rgb`); anything else unchanged.
+    """
+    if not image.meta.grey_as_rgb:
+        return values
+    return np.repeat(values[..., np.newaxis], 3, axis=-1)
 
 
 def quantise(

@@ -23,6 +23,8 @@ def describe_image(image: Image) -> dict[str, str]:
     """Technical facts about `image` as display strings."""
     meta = image.meta
     facts: dict[str, str] = {"format": meta.format, "layout": meta.layout}
+    if meta.grey_as_rgb:
+        facts["layout"] += " (stored as RGB with three equal channels)"
     shape = image.array.shape
     facts["size"] = " x ".join(str(size) for size in shape)
     if meta.format == "dicom":
@@ -50,11 +52,18 @@ def describe_image(image: Image) -> dict[str, str]:
         for note in meta.details.notes:
             facts.setdefault("note", note)
     elif meta.format == "nifti":
+        # Sizes and voxel sizes in one order, the file's (nibabel's): x, y, z[, t].  The array
+        # meddenoise works on holds the same axes reversed (slices first).
         details = meta.details
+        axes = ", ".join("xyzt"[: len(shape)])
+        facts["size"] = f"{' x '.join(str(size) for size in reversed(shape))} ({axes})"
+        facts["array shape"] = f"{' x '.join(str(size) for size in shape)} (slices first)"
         facts["data type"] = str(details.stored_dtype)
         facts["scaling"] = f"slope {details.slope:g}, intercept {details.inter:g}"
-        zooms = details.header.get_zooms()
-        facts["voxel size"] = " x ".join(f"{zoom:g}" for zoom in zooms)
+        zooms = details.header.get_zooms()[: len(shape)]
+        spatial_unit = details.header.get_xyzt_units()[0]
+        unit = f" {spatial_unit}" if spatial_unit != "unknown" else ""
+        facts["voxel size"] = f"{' x '.join(f'{zoom:g}' for zoom in zooms)}{unit} ({axes})"
     else:
         # Rasters and any format without its own branch: the array keeps the stored type.
         facts["data type"] = str(image.array.dtype)

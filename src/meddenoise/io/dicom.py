@@ -7,7 +7,8 @@ handle, keeps MONOCHROME1 as stored (never inverted), converts YBR to RGB and re
 Writing produces a derived image a PACS accepts: the same IOD, patient and study; new SOP Instance
 and Series Instance UIDs, derived from the source's UIDs and the derivation (method and every
 parameter) so that a rerun with the same settings gives the same UIDs (`derived_uid`); ImageType
-DERIVED\\SECONDARY; DerivationDescription and
+DERIVED\\SECONDARY, or DERIVED with the source's value 2 where the IOD allows only PRIMARY, and
+what each IOD asks of a derived image (`_mark_derived`); DerivationDescription and
 SourceImageSequence; pixel data uncompressed in explicit VR little endian, re-quantised into the
 source's stored range (clipped values counted, never wrapped); a zero preamble.
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
@@ -37,8 +39,10 @@ from meddenoise.io.base import (
     ImageError,
     ImageMeta,
     WriteReport,
+    as_stored_channels,
     atomic_output,
     check_pixel_limit,
+    equal_channels_as_grey,
     mapping_from_array,
     quantise,
     refuse_overwriting_input,
@@ -79,8 +83,105 @@ REMOVED_ON_WRITE = (
     "ExtendedOffsetTable",
     "ExtendedOffsetTableLengths",
     "IconImageSequence",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "SmallestPixelValueInSeries",
+    "LargestPixelValueInSeries",
 )
 SOURCE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")
+
+# --- What a derived image must say, per IOD (PS3.3), checked by tests/test_dicom_corpus.py ---
+# Image Type is DERIVED\SECONDARY except where an IOD enumerates value 2 (and its Frame Type's)
+# as PRIMARY only (PS3.3 C.8.16.1 and the PET, NM, ophthalmic and microscopy modules): there the
+# source's value 2 stays.
+PRIMARY_ONLY_SOP_CLASSES = frozenset(
+    {
+        uid.EnhancedCTImageStorage,
+        uid.LegacyConvertedEnhancedCTImageStorage,
+        uid.EnhancedMRImageStorage,
+        uid.EnhancedMRColorImageStorage,
+        uid.LegacyConvertedEnhancedMRImageStorage,
+        uid.PositronEmissionTomographyImageStorage,
+        uid.EnhancedPETImageStorage,
+        uid.LegacyConvertedEnhancedPETImageStorage,
+        uid.NuclearMedicineImageStorage,
+        uid.XRay3DAngiographicImageStorage,
+        uid.XRay3DCraniofacialImageStorage,
+        uid.BreastTomosynthesisImageStorage,
+        uid.EnhancedUSVolumeStorage,
+        uid.IntravascularOpticalCoherenceTomographyImageStorageForPresentation,
+        uid.IntravascularOpticalCoherenceTomographyImageStorageForProcessing,
+        uid.OphthalmicPhotography8BitImageStorage,
+        uid.OphthalmicPhotography16BitImageStorage,
+        uid.OphthalmicOpticalCoherenceTomographyEnFaceImageStorage,
+        uid.VLWholeSlideMicroscopyImageStorage,
+        uid.ParametricMapStorage,
+        uid.MRSpectroscopyStorage,
+    }
+)
+# The MR Pulse Sequence Module (PS3.3 C.8.13.4): required when Image Type value 1 is ORIGINAL or
+# MIXED and not allowed otherwise, so a derived Enhanced MR image leaves it out.
+MR_PULSE_SEQUENCE = (
+    "PulseSequenceName",
+    "MRAcquisitionType",
+    "EchoPulseSequence",
+    "MultipleSpinEcho",
+    "MultiPlanarExcitation",
+    "PhaseContrast",
+    "VelocityEncodingAcquisitionSequence",
+    "TimeOfFlightContrast",
+    "ArterialSpinLabelingContrast",
+    "SteadyStatePulseSequence",
+    "EchoPlanarPulseSequence",
+    "SaturationRecovery",
+    "SpectrallySelectedSuppression",
+    "OversamplingPhase",
+    "GeometryOfKSpaceTraversal",
+    "RectilinearPhaseEncodeReordering",
+    "SegmentedKSpaceTraversal",
+    "CoverageOfKSpace",
+    "NumberOfKSpaceTrajectories",
+)
+# The Bulk Motion Synchronization Module's technique and signal source: the same condition.
+BULK_MOTION = ("BulkMotionCompensationTechnique", "BulkMotionSignalSource")
+ORIGINAL_ONLY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    uid.EnhancedMRImageStorage: MR_PULSE_SEQUENCE + BULK_MOTION,
+    uid.EnhancedMRColorImageStorage: MR_PULSE_SEQUENCE + BULK_MOTION,
+    uid.LegacyConvertedEnhancedMRImageStorage: BULK_MOTION,
+    # The Intravascular OCT Image Module's acquisition duration.
+    uid.IntravascularOpticalCoherenceTomographyImageStorageForPresentation: (
+        "AcquisitionDuration",
+    ),
+    uid.IntravascularOpticalCoherenceTomographyImageStorageForProcessing: ("AcquisitionDuration",),
+}
+# IODs whose Common Instance Reference Module must list every instance the object references
+# (here the source named in SourceImageSequence).  Beside the two image IODs, objects that hold no
+# image reach the writer only as malformed files with pixel data; their rule keeps even those valid.
+COMMON_INSTANCE_REFERENCE_SOP_CLASSES = frozenset(
+    {
+        uid.IntravascularOpticalCoherenceTomographyImageStorageForPresentation,
+        uid.IntravascularOpticalCoherenceTomographyImageStorageForProcessing,
+        uid.VLWholeSlideMicroscopyImageStorage,
+        uid.AdvancedBlendingPresentationStateStorage,
+        uid.BasicStructuredDisplayStorage,
+        uid.DeformableSpatialRegistrationStorage,
+        uid.EncapsulatedSTLStorage,
+        uid.RealWorldValueMappingStorage,
+        uid.SpatialFiducialsStorage,
+        uid.SpatialRegistrationStorage,
+        uid.StereometricRelationshipStorage,
+        uid.SurfaceSegmentationStorage,
+        uid.TractographyResultsStorage,
+    }
+)
+# Objects whose pixel data is not an acquired image: denoising them has no meaning, and their
+# IOD has no way to say DERIVED.
+NOT_IMAGES: dict[str, str] = {
+    uid.OphthalmicOpticalCoherenceTomographyBscanVolumeAnalysisStorage: "an OCT B-scan volume "
+    "analysis (results of an analysis, not an image to denoise)",
+    uid.MicroscopyBulkSimpleAnnotationsStorage: "microscopy annotations, not an image",
+    uid.SegmentationStorage: "a segmentation (labels, not an image to denoise)",
+}
 
 
 @dataclass
@@ -130,9 +231,19 @@ def _check_header(
     path: Path, dataset: Dataset, max_pixels: int | None
 ) -> tuple[int, int, int, int]:
     """Check the image pixel module and the pixel limit; return (frames, rows, columns, samples)."""
+    not_image = NOT_IMAGES.get(str(dataset.get("SOPClassUID", "")))
+    if not_image is not None:
+        raise ImageError(path, f"is {not_image}")
     if "PixelData" not in dataset:
         if "FloatPixelData" in dataset or "DoubleFloatPixelData" in dataset:
             raise ImageError(path, "float pixel data (parametric maps) is not supported")
+        sop_class = _sop_class(dataset)
+        if holds_images(sop_class):
+            raise ImageError(
+                path,
+                f"no pixel data, though a {UID(sop_class).name} holds an image: the file is "
+                "damaged or cut short",
+            )
         raise ImageError(path, "no pixel data (the file holds no image)")
     missing = [name for name in REQUIRED_PIXEL_ATTRIBUTES if name not in dataset]
     if missing:
@@ -263,10 +374,14 @@ def _decode_file(
 
 
 def _strip_pixels(dataset: Dataset) -> Dataset:
-    """A copy of the header without pixel data (the decoded array replaces it)."""
+    """A copy of the header without pixel data (the decoded array replaces it).
+
+    File meta elements (group 0002) found in the body of a damaged file are left out: the writer
+    makes the file meta anew.
+    """
     header = Dataset()
     for element in dataset:
-        if element.tag != 0x7FE00010:
+        if element.tag != 0x7FE00010 and element.tag.group != 0x0002:
             header.add(copy.deepcopy(element))
     header.file_meta = copy.deepcopy(dataset.file_meta)
     header.preamble = None
@@ -300,9 +415,11 @@ def _build_image(
     array = _modality_array(stored, slopes, intercepts)
     low, high = stored_limits(first)
     layout: Layout
+    grey_as_rgb = False
     if colour:
         layout = "colour" if stored.shape[0] == 1 else "colour_frames"
         array = array[0] if stored.shape[0] == 1 else array
+        array, layout, grey_as_rgb = equal_channels_as_grey(array, layout)
     else:
         layout = "grey" if stored.shape[0] == 1 and not series else "volume"
         if layout == "grey":
@@ -329,6 +446,7 @@ def _build_image(
             stored_range=(float(low), float(high)),
             details=details,
             keep_mask=mask,
+            grey_as_rgb=grey_as_rgb,
         ),
     )
 
@@ -433,7 +551,9 @@ def series_files(folder: Path) -> list[Path]:
     return [entry for entry, _ in dicom_files]
 
 
-def read_dicom_folder(folder: Path, *, max_pixels: int | None) -> Image:
+def read_dicom_folder(
+    folder: Path, *, max_pixels: int | None, files: list[Path] | None = None
+) -> Image:
     """Read a folder holding the single-frame slices of one series as a (D, H, W) volume.
 
     Parameters
@@ -442,13 +562,16 @@ def read_dicom_folder(folder: Path, *, max_pixels: int | None) -> Image:
         The series folder (`series_files` picks its DICOM files).
     max_pixels
         Refuse a series with more voxels than this; None lifts the limit.
+    files
+        The slices of one series when the folder holds several; None takes `series_files`.
 
     Returns
     -------
     Image
         Layout "volume", slices in position order, in modality units.
     """
-    return read_dicom_series(series_files(folder), folder=folder, max_pixels=max_pixels)
+    chosen = series_files(folder) if files is None else files
+    return read_dicom_series(chosen, folder=folder, max_pixels=max_pixels)
 
 
 def pixel_spacing(image: Image) -> Any:
@@ -480,17 +603,74 @@ def pixel_spacing(image: Image) -> Any:
     return spacing
 
 
-def series_key(path: Path) -> str | None:
-    """SeriesInstanceUID of a DICOM file with pixel data, or None if it is not one."""
+@dataclass(frozen=True)
+class SeriesHeader:
+    """What a batch needs from a DICOM file's header to group files into series.
+
+    Attributes
+    ----------
+    uid
+        SeriesInstanceUID, empty when missing.
+    number, description
+        SeriesNumber and SeriesDescription as text, empty when missing: they name the output
+        folder of a series that shares its folder with other series.
+    image
+        Whether the file holds pixel data or should (its SOP class is an image's, `holds_images`:
+        a damaged image stays an image to report), unlike a DICOMDIR, a report or a plan.
+    """
+
+    uid: str
+    number: str
+    description: str
+    image: bool
+
+
+def _sop_class(dataset: Dataset) -> str:
+    meta = getattr(dataset, "file_meta", None) or Dataset()
+    return str(dataset.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", "") or "")
+
+
+def holds_images(sop_class: str) -> bool:
+    """Whether objects of `sop_class` hold an image (pixel data) by their definition.
+
+    True for the image storage classes (CT, MR, CR, ultrasound, secondary capture, enhanced and
+    ophthalmic images, volumes ...); False for directories, reports, plans, presentation states
+    and unknown classes.  A file of an image class without pixel data is damaged, not "no image".
+
+    Examples
+    --------
+    >>> holds_images("1.2.840.10008.5.1.4.1.1.2"), holds_images("1.2.840.10008.1.3.10")
+    (True, False)
+    """
+    name = UID(sop_class).name if sop_class else ""
+    return "Image Storage" in name or name.endswith("Volume Storage")
+
+
+def series_header(path: Path) -> SeriesHeader | None:
+    """The `SeriesHeader` of a DICOM file, or None when its header cannot be read.
+
+    Only the few elements needed are parsed and pixel data is not loaded, so a batch can look at
+    every file of an archive quickly.
+    """
+    tags = ["SOPClassUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "PixelData"]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            header = pydicom.dcmread(
-                path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]
+            header = pydicom.dcmread(path, specific_tags=tags, defer_size=64)
+            return SeriesHeader(
+                uid=str(header.get("SeriesInstanceUID", "") or ""),
+                number=str(header.get("SeriesNumber", "") or ""),
+                description=str(header.get("SeriesDescription", "") or "").strip(),
+                image="PixelData" in header or holds_images(_sop_class(header)),
             )
-        return str(header.get("SeriesInstanceUID", "")) or None
-    except Exception:
+    except Exception:  # any damage: the file is read (and refused) as an item of its own
         return None
+
+
+def series_key(path: Path) -> str | None:
+    """SeriesInstanceUID of a DICOM file with pixel data, or None if it is not one."""
+    header = series_header(path)
+    return (header.uid or None) if header is not None and header.image else None
 
 
 def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
@@ -628,13 +808,60 @@ def derived_instance_uid(series_uid: str, source: Dataset, index: int) -> UID:
     )
 
 
-def _set_derived_type(values: Any) -> list[str]:
+def _derived_type(values: Any, sop_class: str) -> list[str]:
+    """Image Type or Frame Type of a derived image: DERIVED, then SECONDARY where the IOD allows
+    it (else the source's value 2), then the source's other values."""
     existing = (
-        list(values)
+        [str(value) for value in values]
         if isinstance(values, (list, pydicom.multival.MultiValue))
         else ([str(values)] if values else [])
     )
-    return ["DERIVED", "SECONDARY", *existing[2:]]
+    second = "SECONDARY"
+    if sop_class in PRIMARY_ONLY_SOP_CLASSES:
+        second = existing[1] if len(existing) > 1 and existing[1] else "PRIMARY"
+    return ["DERIVED", second, *existing[2:]]
+
+
+def _mark_derived(derived: Dataset, source: Dataset, reference: Dataset) -> None:
+    """Image Type, Frame Type, and what the IOD allows or requires once they say DERIVED."""
+    sop_class = str(source.get("SOPClassUID", ""))
+    derived.ImageType = _derived_type(source.get("ImageType", []), sop_class)
+    for group_keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in derived.get(group_keyword, []):
+            # Each family keeps Frame Type in its own macro (CT Image Frame Type, US Image
+            # Description, ...): every sequence of the group is looked in.
+            for element in group:
+                for item in element.value if element.VR == "SQ" else ():
+                    if "FrameType" in item:
+                        item.FrameType = _derived_type(item.FrameType, sop_class)
+    for keyword in ORIGINAL_ONLY_ATTRIBUTES.get(sop_class, ()):
+        if keyword in derived:
+            delattr(derived, keyword)
+    if sop_class in COMMON_INSTANCE_REFERENCE_SOP_CLASSES:
+        _list_in_common_instance_reference(derived, source, reference)
+
+
+def _list_in_common_instance_reference(
+    derived: Dataset, source: Dataset, reference: Dataset
+) -> None:
+    """Add the source to the Referenced Series Sequence, keeping what the source listed."""
+    instance = Dataset()
+    instance.ReferencedSOPClassUID = reference.ReferencedSOPClassUID
+    instance.ReferencedSOPInstanceUID = reference.ReferencedSOPInstanceUID
+    series_uid = str(source.get("SeriesInstanceUID", ""))
+    listed = derived.get("ReferencedSeriesSequence") or Sequence()
+    for series in listed:
+        if str(series.get("SeriesInstanceUID", "")) == series_uid:
+            instances = series.get("ReferencedInstanceSequence") or Sequence()
+            instances.append(instance)
+            series.ReferencedInstanceSequence = instances
+            break
+    else:
+        series = Dataset()
+        series.SeriesInstanceUID = series_uid
+        series.ReferencedInstanceSequence = Sequence([instance])
+        listed.append(series)
+    derived.ReferencedSeriesSequence = listed
 
 
 def _derived_dataset(
@@ -657,7 +884,7 @@ def _derived_dataset(
 
     derived.SOPInstanceUID = instance_uid
     derived.SeriesInstanceUID = series_uid
-    derived.ImageType = _set_derived_type(source.get("ImageType", []))
+    _mark_derived(derived, source, reference)
     derived.DerivationDescription = description
     derived.SourceImageSequence = Sequence([reference])
     series_description = str(source.get("SeriesDescription", "")).strip()
@@ -667,17 +894,6 @@ def _derived_dataset(
     derived.InstanceCreationTime = now.strftime("%H%M%S")
     if source_is_lossy:
         derived.LossyImageCompression = "01"
-    for group_keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        for group in derived.get(group_keyword, []):
-            for frame_type_keyword in (
-                "CTImageFrameTypeSequence",
-                "MRImageFrameTypeSequence",
-                "XRayFrameTypeSequence",
-                "PETFrameTypeSequence",
-            ):
-                for item in group.get(frame_type_keyword, []):
-                    if "FrameType" in item:
-                        item.FrameType = _set_derived_type(item.FrameType)
 
     colour = pixels.ndim >= 3 and pixels.shape[-1] == 3 and int(source.SamplesPerPixel) == 3
     if colour:
@@ -698,8 +914,44 @@ def _derived_dataset(
     return derived
 
 
+def _require_identity(target: Path, source: Dataset) -> None:
+    """A derived image repeats its source's SOP class and names the source: both must be known.
+
+    The file meta's Media Storage UIDs stand in where a damaged body lost them.
+    """
+    meta = getattr(source, "file_meta", None) or Dataset()
+    for keyword, stand_in in (
+        ("SOPClassUID", "MediaStorageSOPClassUID"),
+        ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+    ):
+        if not str(source.get(keyword, "") or ""):
+            if not str(meta.get(stand_in, "") or ""):
+                raise ImageError(
+                    target, f"cannot write a derived DICOM: the source has no {keyword}"
+                )
+            setattr(source, keyword, meta.get(stand_in))
+
+
 def write_dicom(image: Image, path: Path) -> WriteReport:
-    """Write a derived DICOM: one file, or for a series a folder `path` with one file per slice."""
+    """Write a derived DICOM: one file, or for a series a folder `path` with one file per slice.
+
+    The derived header is built from the source's, parsed from the source's bytes: a value of a
+    damaged header that pydicom cannot convert or encode is an `ImageError` naming the output,
+    never another exception (`tests/test_fuzz_readers.py` writes back every image it reads).
+    """
+    try:
+        return _write_dicom(image, path)
+    except (ImageError, OSError):
+        raise
+    except Exception as error:
+        # pydicom appends the stack of the failing element's write to some messages.
+        reason = (str(error).splitlines() or [""])[0] or type(error).__name__
+        raise ImageError(
+            path, f"cannot write a derived DICOM from the source's header: {reason}"
+        ) from None
+
+
+def _write_dicom(image: Image, path: Path) -> WriteReport:
     details: DicomDetails = image.meta.details
     if len(details.datasets) > 1:
         if path.exists() and not path.is_dir():
@@ -710,6 +962,7 @@ def write_dicom(image: Image, path: Path) -> WriteReport:
     values = np.asarray(image.array)
     if image.meta.layout in ("grey", "colour"):
         values = values[np.newaxis]
+    values = as_stored_channels(image, values)
     shape = (-1,) + (1,) * (values.ndim - 1)
     stored_values = (
         values.astype(np.float64) - details.intercepts.reshape(shape)
@@ -730,6 +983,7 @@ def write_dicom(image: Image, path: Path) -> WriteReport:
     ):
         pixels = chunk[0] if chunk.shape[0] == 1 else chunk
         uids = (series_uid, derived_instance_uid(series_uid, source, index))
+        _require_identity(target, source)
         derived = _derived_dataset(source, pixels, uids, description)
         with atomic_output(target) as handle, warnings.catch_warnings():
             # pydicom warns about values the source already had (e.g. over-long strings).
@@ -738,4 +992,4 @@ def write_dicom(image: Image, path: Path) -> WriteReport:
                 handle, derived, enforce_file_format=True, implicit_vr=False, little_endian=True
             )
         written.append(target)
-    return WriteReport(tuple(written), clipped_low, clipped_high)
+    return WriteReport(tuple(written), clipped_low, clipped_high, values=stored.size)

@@ -129,7 +129,7 @@ def write_nifti(image: Image, path: Path) -> WriteReport:
     if details.slope != 1.0 or details.inter != 0.0:
         output.header.set_slope_inter(details.slope, details.inter)
     atomic_write_with(path, lambda target: output.to_filename(str(target)))
-    return WriteReport((path,), clipped_low, clipped_high)
+    return WriteReport((path,), clipped_low, clipped_high, values=stored.size)
 
 
 def pixel_spacing(image: Image) -> list[float]:
