@@ -931,3 +931,34 @@ def test_evaluate_refuses_a_mask_that_is_not_a_binary_image_of_its_shape(
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: {tmp_path / 'mask.png'}: ")
     assert message in result.stderr
+
+
+def test_evaluate_without_a_reference_scores_the_residual_for_structure(tmp_path: Path) -> None:
+    """A blur removes edges: its residual scores clearly worse than a gentle median's."""
+    from scipy import ndimage
+
+    source = data_file("CT_small.dcm")
+    image = read_image(source)
+    unit = image.meta.mapping.to_unit(image.array).astype(np.float32)
+    blurred = image.meta.mapping.apply_change(image.array, unit, ndimage.gaussian_filter(unit, 3))
+    from meddenoise.io import write_image
+    from meddenoise.io.base import Image
+
+    write_image(Image(blurred, image.meta), tmp_path / "blurred.dcm")
+
+    result = run(
+        "evaluate",
+        "--reference",
+        source,
+        "--test",
+        tmp_path / "blurred.dcm",
+        "--no-reference",
+        "--json",
+    )
+
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["planes"] == 1 and scores["residual_rms"] > 0
+    assert scores["method_noise"] > 0.1  # a blur's residual holds the edges it removed
+    text = run("evaluate", "--reference", source, "--test", source, "--no-reference")
+    assert "method-noise score: none removed" in text.stdout

@@ -108,9 +108,8 @@ def denoise(
 ) -> None:
     """Denoise files or folders; outputs keep their format and file name under OUTPUT.
 
-    One folder alone is mirrored in OUTPUT; with several inputs each folder gets OUTPUT/NAME/.
-    A folder's series each become a folder. The noise level is estimated unless --sigma (or
-    --photons for X-ray noise, via a generalised Anscombe transform) gives it.
+    One folder alone is mirrored in OUTPUT, several each in OUTPUT/NAME/, a series per folder.
+    The noise level is estimated unless --sigma (or --photons, for X-ray noise) gives it.
     """
     from meddenoise.batch import DenoiserPerKind, denoise_item, plan_batch, run_batch
     from meddenoise.methods import resolve
@@ -184,22 +183,23 @@ def evaluate(
         float | None, typer.Option(help="Range for PSNR/SSIM; default: the reference's.")
     ] = None,
     mask: Annotated[
-        Path | None, typer.Option(help="Binary image: score only its non-zero pixels.")
+        Path | None, typer.Option(help="Score only this binary image's pixels.")
     ] = None,
+    no_reference: Annotated[
+        bool, typer.Option(help="REFERENCE is the noisy input: score TEST's residual instead.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """PSNR, SSIM and MSE of TEST against REFERENCE, in the reference's modality units.
+    """PSNR, SSIM and MSE of TEST against REFERENCE (padding not scored), or its method noise."""
+    from meddenoise.pipeline import evaluate_files, format_scores, method_noise_files
 
-    Padding (the air outside a CT's field of view) is not scored; the data range is the
-    reference's own range over the scored pixels.
-    """
-    from meddenoise.pipeline import evaluate_files, format_scores
-
+    limit = {"max_pixels": max_pixels}
     try:
-        result = evaluate_files(
-            reference, test, mask=mask, data_range=data_range, max_pixels=max_pixels
-        )
+        if no_reference:
+            result = method_noise_files(reference, test, **limit)
+        else:
+            result = evaluate_files(reference, test, mask=mask, data_range=data_range, **limit)
     except (ImageError, ValueError) as error:
         _exit(error, 1)
     typer.echo(format_scores(result, as_json=as_json))

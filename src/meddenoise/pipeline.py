@@ -250,13 +250,70 @@ def evaluate_files(
     return {**scores, "mask": described, "range_from": range_from}
 
 
+def method_noise_files(
+    noisy: str | os.PathLike[str],
+    denoised: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> dict[str, Any]:
+    """How much structure a denoiser removed from a real image with no clean reference.
+
+    The method-noise check (Buades et al.): the residual ``noisy - denoised`` of a good denoiser
+    is noise, with no edges or texture in it (`meddenoise.method_noise.method_noise_score`).
+    Volumes and 4-D layouts are scored per 2-D plane (planes of at least 24 x 24) and averaged.
+
+    Parameters
+    ----------
+    noisy, denoised
+        The image as it was denoised and the denoiser's output: files of the same shape.
+    max_pixels
+        As for `read_image`.
+
+    Returns
+    -------
+    dict
+        ``method_noise`` (lower is better; above 0.1 the residual holds structure, None when
+        nothing was removed), ``planes`` scored and ``residual_rms`` in the images' units.
+
+    Raises
+    ------
+    ImageError
+        For an unreadable file.
+    ValueError
+        For different shapes or images too small to score.
+    """
+    from meddenoise.io import read_image
+    from meddenoise.method_noise import method_noise_score
+
+    before = read_image(noisy, max_pixels=max_pixels)
+    after = read_image(denoised, max_pixels=max_pixels)
+    if before.array.shape != after.array.shape:
+        raise ValueError(f"shapes differ: {before.array.shape} and {after.array.shape}")
+    # Every layout as a stack of 2-D planes: (H, W) grey or (H, W, 3) colour.
+    plane_shape = (
+        before.array.shape[-3:] if is_colour(before.meta.layout) else before.array.shape[-2:]
+    )
+    first = np.asarray(before.array, np.float64).reshape(-1, *plane_shape)
+    second = np.asarray(after.array, np.float64).reshape(-1, *plane_shape)
+    planes = list(zip(first, second, strict=True))
+    scores = [method_noise_score(a, b) for a, b in planes if min(a.shape[:2]) >= 24]
+    if not scores:
+        raise ValueError("every plane is smaller than 24 x 24 pixels: too small to score")
+    finite = [score for score in scores if np.isfinite(score)]
+    return {
+        "method_noise": float(np.mean(finite)) if finite else None,
+        "planes": len(scores),
+        "residual_rms": float(np.sqrt(np.mean(np.square(first - second)))),
+    }
+
+
 def format_scores(scores: dict[str, Any], *, as_json: bool = False) -> str:
     """`evaluate_files`' result as the text `meddenoise evaluate` prints, or as strict JSON.
 
     Parameters
     ----------
     scores
-        From `evaluate_files`.
+        From `evaluate_files`, or from `method_noise_files`.
     as_json
         One JSON object; an infinite PSNR (identical images) becomes null with
         ``"identical": true``, since JSON cannot hold infinity.
@@ -265,6 +322,15 @@ def format_scores(scores: dict[str, Any], *, as_json: bool = False) -> str:
     -------
     str
     """
+    if "method_noise" in scores:
+        if as_json:
+            return json.dumps(scores)
+        value = scores["method_noise"]
+        shown = "none removed" if value is None else f"{value:.3f}"
+        return (
+            f"method-noise score: {shown} (lower is better; above 0.1 the residual holds "
+            f"structure), {scores['planes']} plane(s)\nresidual RMS: {scores['residual_rms']:.6g}"
+        )
     if as_json:
         identical = scores["psnr"] == float("inf")
         psnr = None if identical else scores["psnr"]
