@@ -33,6 +33,17 @@ def require_tool(name: str) -> str:
     return found
 
 
+def skip_without(module: str) -> bool:
+    """Whether a test needing optional `module` may skip: only on a user's machine without it.
+
+    Under CI=true it never skips, so a missing extra fails the test instead of hiding it.
+    """
+    import importlib.util
+
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    return importlib.util.find_spec(module) is None and not in_ci
+
+
 @pytest.fixture
 def copy_of(tmp_path: Path):
     """Copy a test-data file into tmp_path so tests can check it stays byte-identical."""

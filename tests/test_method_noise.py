@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
@@ -13,6 +10,8 @@ from meddenoise.arrays import central_crop
 from meddenoise.benchmark import entry_image, load_test_image
 from meddenoise.estimate import blind_noise_level
 from meddenoise.method_noise import method_noise_score
+
+from .conftest import skip_without
 
 
 def blur_removing(image: np.ndarray, energy: float) -> np.ndarray:
@@ -28,9 +27,7 @@ def blur_removing(image: np.ndarray, energy: float) -> np.ndarray:
 
 
 def require_bm3d():
-    if importlib.util.find_spec("bm3d") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("bm3d is required in CI (the bm3d extra)")
+    if skip_without("bm3d"):
         pytest.skip("bm3d not installed")
     import bm3d
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -16,6 +14,8 @@ from meddenoise.pipeline import (
     run_on_layout,
     transform_image,
 )
+
+from .conftest import skip_without
 
 SHAPES = {"grey": (32, 48), "colour": (32, 48, 3), "volume": (4, 32, 48)}
 # BM3D takes seconds even on small images; it gets one grey test of its own below.
@@ -58,7 +58,7 @@ def test_default_method_reduces_noise() -> None:
     assert np.mean((result - 0.5) ** 2) < 0.5 * np.mean((image - 0.5) ** 2)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bm3d") is None, reason="bm3d not installed")
+@pytest.mark.skipif(skip_without("bm3d"), reason="bm3d not installed")
 def test_bm3d_on_a_small_grey_image() -> None:
     image = noisy((32, 48))
 
