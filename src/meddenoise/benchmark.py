@@ -21,6 +21,7 @@ The protocol (issue #4), written into every report:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -159,10 +160,15 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3))
 
 
+@functools.lru_cache(maxsize=8)
 def _entry_values(entry: str, plane: tuple[int, ...] = ()) -> tuple[np.ndarray, float | None, str]:
     """A data entry (``pydicom:NAME``, ``skimage:NAME``, a path) as an array in modality units,
     its pixel spacing in mm (None where unknown) and its modality ("photo" for colour); of a
-    volume the `plane` at those leading indices, or its middle slice."""
+    volume the `plane` at those leading indices, or its middle slice.
+
+    Cached: a run asks for an image's modality, values and spacing separately, and each would
+    otherwise read and decode the file again.  The array comes back read-only, so no caller can
+    change what the next one gets."""
     from meddenoise.data import packaged_image
     from meddenoise.io import pixel_spacing_mm
 
@@ -185,6 +191,8 @@ def _entry_values(entry: str, plane: tuple[int, ...] = ()) -> tuple[np.ndarray, 
         values = values[values.shape[0] // 2]
     elif values.ndim > 3:
         raise ValueError(f"{entry}: only 2-D images and volumes can be benchmarked")
+    values = np.array(values, dtype=np.float64)  # an array of its own, then frozen (see above)
+    values.flags.writeable = False
     return values, spacing, "photo" if colour else (modality or "other")
 
 
