@@ -80,11 +80,16 @@ class Worker:
     def read(self, path: Path, scratch: Path) -> dict[str, str]:
         """The worker's verdict on `path`: kind "image", "refused", "escaped", "crash" or "hang"."""
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"path": str(path), "scratch": str(scratch)}) + "\n")
-        self.process.stdin.flush()
         try:
-            line = self.answers.get(timeout=TIMEOUT_S)
-        except queue.Empty:
+            self.process.stdin.write(
+                json.dumps({"path": str(path), "scratch": str(scratch)}) + "\n"
+            )
+            self.process.stdin.flush()
+        except BrokenPipeError:  # the worker died before this request (a crash on the last one)
+            line = None
+        else:
+            line = self._answer()
+        if line == "hang":
             self.close()
             self._start()
             return {"kind": "hang", "message": f"no answer within {TIMEOUT_S:g} s"}
@@ -93,6 +98,13 @@ class Worker:
             self._start()
             return {"kind": "crash", "message": f"the reader's process died (exit status {code})"}
         return json.loads(line)
+
+    def _answer(self) -> str | None:
+        """The worker's next line, None when it ended, "hang" when it said nothing in time."""
+        try:
+            return self.answers.get(timeout=TIMEOUT_S)
+        except queue.Empty:
+            return "hang"
 
     def close(self) -> None:
         self.process.kill()
