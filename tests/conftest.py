@@ -55,3 +55,33 @@ def copy_of(tmp_path: Path):
         return target
 
     return make
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path):
+    """A factory of Orthanc servers on loopback (tests/pacs.py); every one is stopped afterwards.
+
+    ``orthanc(modalities={"NODE": ["NODE", "127.0.0.1", port]}, lua=[script], aet="PACS")``
+    returns a started `pacs.Orthanc` (DICOMweb plugin loaded, StableAge 2 s).  Skipped without
+    Orthanc on a user's machine, a failure under CI=true.
+    """
+    from .pacs import DICOMWEB_PLUGIN, Orthanc, orthanc_binary
+
+    binary = orthanc_binary() or require_tool("Orthanc")  # Debian's is in /usr/sbin
+    if not DICOMWEB_PLUGIN.is_file():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{DICOMWEB_PLUGIN} is required in CI (.ci/run installs orthanc-dicomweb)")
+        pytest.skip("Orthanc's DICOMweb plugin (orthanc-dicomweb) not installed")
+    started: list[Orthanc] = []
+
+    def start(**options) -> Orthanc:
+        server = Orthanc(tmp_path / f"orthanc-{len(started)}", **options)
+        started.append(server)
+        return server.start(binary=binary)
+
+    yield start
+    for server in started:  # stopping takes Orthanc about 3 s: all of them at once
+        if server.process is not None and server.process.poll() is None:
+            server.process.terminate()
+    for server in started:
+        server.stop()

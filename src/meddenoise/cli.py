@@ -13,13 +13,10 @@ import typer
 
 from meddenoise.io import DEFAULT_MAX_PIXELS, ImageError, read_image
 from meddenoise.noise import NOISE_MODELS
+from meddenoise.pacs.cli import register_pacs_commands
 
 if TYPE_CHECKING:
     from meddenoise.batch import Item, ItemResult
-
-
-def _one_line_per_file() -> None:
-    warnings.simplefilter("ignore")  # a parser's warnings would add lines to a file's one line
 
 
 app = typer.Typer(
@@ -28,8 +25,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    callback=_one_line_per_file,
+    # A parser's warnings would add lines to a file's one line.
+    callback=lambda: warnings.simplefilter("ignore"),
 )
+register_pacs_commands(app)  # `meddenoise node`, `meddenoise dicomweb`: beside their library
 logger = logging.getLogger("meddenoise")
 NOISE_CHOICES = list(NOISE_MODELS)
 LEVEL_UNITS = "in 0-255 units of the mapped range (25 means 25/255)"

@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,11 @@ class DicomDetails:
     frames_per_file: int = 1
     photometric_out: str = "MONOCHROME2"
     notes: list[str] = field(default_factory=list)
+
+
+# How every DerivationDescription meddenoise writes begins: what tells its own output apart (a
+# DICOM node or a PACS router never denoises it again).
+DERIVATION_PREFIX = "Denoised by meddenoise"
 
 
 def _open(path: Path) -> Dataset:
@@ -691,13 +697,42 @@ def meddenoise_release() -> str:
         return "unknown"
 
 
+def is_meddenoise_derived(
+    image_type: SequenceOf[str] | str | None, description: str | None
+) -> bool:
+    """Whether an instance is one that meddenoise derived (never to be denoised again).
+
+    Parameters
+    ----------
+    image_type
+        ImageType (0008,0008): its values, or Orthanc's backslash-joined text.
+    description
+        DerivationDescription (0008,2111).
+
+    Returns
+    -------
+    bool
+        True when ImageType starts with DERIVED and the description with `DERIVATION_PREFIX`.
+
+    Examples
+    --------
+    >>> is_meddenoise_derived(["DERIVED", "SECONDARY"], "Denoised by meddenoise 0.1.0: method x")
+    True
+    >>> is_meddenoise_derived("ORIGINAL\\\\PRIMARY", None)
+    False
+    """
+    values = image_type.split("\\") if isinstance(image_type, str) else list(image_type or [])
+    first = str(values[0]).strip().upper() if values else ""
+    return first == "DERIVED" and str(description or "").strip().startswith(DERIVATION_PREFIX)
+
+
 def describe_derivation(derivation: dict[str, Any]) -> str:
     """DerivationDescription text: the method and its parameters (ST, at most 1024 characters)."""
     release = meddenoise_release()
     method = derivation.get("method", "unknown")
     parameters = derivation.get("parameters", {})
     listed = ", ".join(f"{key}={value}" for key, value in parameters.items())
-    text = f"Denoised by meddenoise {release}: method {method}" + (f" ({listed})" if listed else "")
+    text = f"{DERIVATION_PREFIX} {release}: method {method}" + (f" ({listed})" if listed else "")
     return text[:1024]
 
 
