@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from meddenoise.commands import register_commands
 from meddenoise.io import DEFAULT_MAX_PIXELS, ImageError, read_image
 from meddenoise.noise import NOISE_MODELS
-from meddenoise.pacs.cli import register_pacs_commands
 
 if TYPE_CHECKING:
     from meddenoise.batch import Item, ItemResult
@@ -28,7 +28,7 @@ app = typer.Typer(
     # A parser's warnings would add lines to a file's one line.
     callback=lambda: warnings.simplefilter("ignore"),
 )
-register_pacs_commands(app)  # `meddenoise node`, `meddenoise dicomweb`: beside their library
+register_commands(app)  # node, dicomweb, ...: each beside its library (meddenoise.commands)
 logger = logging.getLogger("meddenoise")
 NOISE_CHOICES = list(NOISE_MODELS)
 LEVEL_UNITS = "in 0-255 units of the mapped range (25 means 25/255)"

@@ -1,0 +1,19 @@
+"""Commands beyond the core ones in `meddenoise.cli`, each defined beside its library.
+
+`meddenoise.cli` calls `register_commands` once; each package adds its commands here with one
+line, so the core command module stays small (tests/test_structure.py) and a package's command
+changes with its package.
+"""
+
+from __future__ import annotations
+
+import typer
+
+__all__ = ["register_commands"]
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add every command that lives outside `meddenoise.cli` to `app`."""
+    from meddenoise.pacs.cli import register_pacs_commands
+
+    register_pacs_commands(app)  # meddenoise node, meddenoise node status, meddenoise dicomweb
