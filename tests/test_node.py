@@ -364,3 +364,10 @@ def test_concurrent_associations_are_all_processed_with_bounded_memory(
         f"peak RSS {peak:.0f} MiB; "
         f"CLI batch on the same files: {batch_seconds:.1f} s ({total / batch_seconds:.1f}/s)"
     )
+
+
+def test_the_example_node_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "node" / "node.yaml"
+    config = load_node_config(example)
+    assert config.listen.host == "127.0.0.1"
+    assert config.spool == example.parent / "spool"
