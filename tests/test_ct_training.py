@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from meddenoise.arrays import central_crop
 from meddenoise.config import ConfigError, NoiseConfig, load_config
 from meddenoise.data import (
     _ct_noisy,
     clean_reference,
     ct_noise_model,
+    in_body,
     load_images_with_spacing,
 )
 from meddenoise.train import fit
@@ -91,6 +93,17 @@ def test_clean_reference_removes_noise_and_keeps_the_shape() -> None:
     cleaned = clean_reference(noisy)
     assert cleaned.shape == noisy.shape and cleaned.dtype == np.float32
     assert np.std(cleaned - smooth) < 0.5 * np.std(noisy - smooth)
+
+
+def test_a_small_validation_crop_is_simulated_inside_a_body() -> None:
+    crop = np.random.default_rng(0).uniform(0.4, 0.9, (128, 128, 1)).astype(np.float32)
+    field = in_body(crop, 0.661468, (0, 2000))  # CT_small: 8.5 cm of a 34 cm body field
+    assert field.shape[0] == field.shape[1] >= 320 / 0.661468 and field.dtype == np.float32
+    assert np.array_equal(central_crop(field, 128), crop)
+    assert field[field.shape[0] // 2, 10, 0] == pytest.approx(0.5)  # water (0 HU) beside it
+    assert field[0, 0, 0] == 0.0  # air in the corners
+    assert in_body(crop, None, (0, 2000)) is crop  # unknown size: as it is
+    assert in_body(crop, 3.0, (0, 2000)) is crop  # 38 cm: a body already
 
 
 def test_images_come_with_their_files_pixel_spacing(tmp_path) -> None:

@@ -541,6 +541,38 @@ def _ct_noisy(
     return noisy[..., None], blind_noise_level(noisy), target
 
 
+# Water ellipse (mm, across x down) that a CT validation crop smaller than a body is placed in:
+# 32 x 24 cm has about the attenuation of the 30 cm water cylinder the dose is calibrated on
+# (an average adult abdomen, docs/ct-physics.md).
+BODY_MM = (320.0, 240.0)
+
+
+def in_body(image: np.ndarray, spacing_mm: float | None, window: tuple[float, float]) -> np.ndarray:
+    """A CT crop (H, W, 1) physically smaller than `BODY_MM`, centred in a water ellipse of that
+    size at its own pixel spacing (air around it), so that its rays cross a body's worth of
+    tissue as they did in the scan it was cut from; unchanged when larger or its spacing unknown.
+
+    Calibrated CT noise depends on the whole slice: CT_small (128 px at 0.66 mm, a crop around
+    the spine of a 34 cm body field) simulated alone is 8.5 cm of tissue and shows 0.6-4 HU, far
+    milder than any grid cell.  `central_crop` of the result to the crop's size returns it.
+    """
+    height, width = image.shape[:2]
+    if spacing_mm is None or (
+        width * spacing_mm >= BODY_MM[0] and height * spacing_mm >= BODY_MM[1]
+    ):
+        return image
+    across, down = (mm / spacing_mm for mm in BODY_MM)
+    side = int(np.ceil(max(across, down, height, width))) + 2
+    side += (side - height) % 2  # central_crop finds the crop where it was put
+    grid_y, grid_x = np.mgrid[:side, :side] - (side - 1) / 2
+    inside = (grid_x / (across / 2)) ** 2 + (grid_y / (down / 2)) ** 2 <= 1
+    water = float(IntensityMapping.from_window(*window).to_unit(np.zeros(1))[0])
+    field = np.where(inside, np.float32(water), np.float32(0.0))[..., None]
+    top, left = (side - height) // 2, (side - width) // 2
+    field[top : top + height, left : left + width] = image
+    return field
+
+
 def prepare_data(config: TrainConfig) -> TrainingData:
     """Load and map the images; build the fixed validation set."""
     from meddenoise.estimate import blind_noise_level
@@ -601,8 +633,11 @@ def prepare_data(config: TrainConfig) -> TrainingData:
         if config.noise.kind == "low-dose-ct":
             # CT noise depends on the whole slice (every ray crosses it): simulate it, then crop,
             # as the benchmark does.
+            whole = wholes[index]
+            if config.noise.ct_full_dose_photons is None and data.window is not None:
+                whole = in_body(whole, whole_spacings[index], data.window)  # calibrated physics
             noisy_whole, level, target = _ct_noisy(
-                wholes[index], config, rng, own_spacing=whole_spacings[index]
+                whole, config, rng, own_spacing=whole_spacings[index]
             )
             noisy = central_crop(noisy_whole, data.val_size)
             val_clean[index] = central_crop(target, data.val_size)
