@@ -167,3 +167,31 @@ def test_a_worker_killed_mid_run_leaves_every_output_complete(tmp_path: Path) ->
     assert not [path for path in (tmp_path / "out").rglob("*") if path.name.endswith(".part")]
     for path in written.values():
         assert pydicom.dcmread(path).pixel_array.shape == (128, 128)  # complete, decodable
+
+
+def test_the_command_runs_an_archive_on_a_local_cluster_and_resumes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    archive = tmp_path / "archive"
+    make_noisy_series(archive / "series", instances=3)
+    command = [sys.executable, "-m", "meddenoise", "denoise", str(archive), "-m", "median"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *extra], capture_output=True, text=True, timeout=300, env=environment
+        )
+
+    serial = run("-o", str(tmp_path / "serial"))
+    first = run("-o", str(tmp_path / "dask"), "--dask", "local:2")
+    again = run("-o", str(tmp_path / "dask"), "--dask", "local:2")
+
+    assert serial.returncode == first.returncode == again.returncode == 0, first.stderr
+    expected, got = outputs(tmp_path / "serial"), outputs(tmp_path / "dask")
+    assert sorted(expected) == sorted(got) and len(got) == 3
+    for name in expected:
+        assert comparable(got[name]) == comparable(expected[name]), name
+    assert "1 written" in first.stdout
+    assert "0 written" in again.stdout and "1 already written" in again.stdout
+    assert (tmp_path / "dask" / ".meddenoise" / "results.csv").is_file()

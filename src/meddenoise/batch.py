@@ -44,7 +44,8 @@ from meddenoise.io import (
     read_image,
     write_image,
 )
-from meddenoise.pipeline import denoise_image, transform_image
+from meddenoise.io.base import refuse_overwriting_input
+from meddenoise.pipeline import check_strength, denoise_image, transform_image
 from meddenoise.types import Denoiser, NoiseModel, is_colour
 
 if TYPE_CHECKING:
@@ -52,12 +53,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLIP_WARNING_FRACTION",
+    "DenoiseSettings",
     "DenoiserPerKind",
     "Item",
     "ItemResult",
     "Status",
     "check_output_folder",
     "denoise_item",
+    "noise_map_path",
     "plan_batch",
     "plan_pairs",
     "run_batch",
@@ -599,11 +602,87 @@ class DenoiserPerKind:
         return self._built[colour]
 
 
+@dataclass(frozen=True)
+class DenoiseSettings:
+    """Everything `meddenoise denoise` does to each item, as plain values.
+
+    What a worker in another process (a Dask cluster: `meddenoise.scale`) needs to build the same
+    denoisers and the same per-item work as the command; levels in the library's [0, 1] units.
+    """
+
+    method: str = "default"
+    sigma: float | None = None
+    photons: float | None = None
+    read_noise: float = 0.0
+    precision: str = "auto"
+    backend: str = "torch"
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    window: tuple[float, float] | None = None
+    strength: float = 1.0
+    noise_map: Path | None = None
+    outdir: Path | None = None
+
+    def build(self, colour: bool) -> Denoiser:
+        """The denoiser for colour images if `colour`, else for grey ones (`methods.resolve`)."""
+        from meddenoise.methods import resolve
+
+        return resolve(
+            self.method,
+            colour=colour,
+            sigma=self.sigma,
+            photons=self.photons,
+            read_noise=self.read_noise,
+            precision=self.precision,
+            backend=self.backend,
+        )
+
+    def work(self, denoisers: DenoiserPerKind) -> Callable[[Item], WriteReport]:
+        """`denoise_item` with these settings (a bad strength raises ValueError here)."""
+        maps = None
+        if self.noise_map is not None:
+            # Absolute, like a distributed run's items, so the mirrored paths agree.
+            maps = noise_map_path(Path(self.outdir or ".").absolute(), self.noise_map.absolute())
+        return denoise_item(
+            denoisers,
+            max_pixels=self.max_pixels,
+            window=self.window,
+            strength=self.strength,
+            noise_map=maps,
+        )
+
+
+def noise_map_path(
+    outdir: str | os.PathLike[str], folder: str | os.PathLike[str]
+) -> Callable[[Item], Path]:
+    """Where `denoise_item` writes an item's noise level map: `folder` mirrors `outdir`.
+
+    The map of the output ``outdir/a/b.dcm`` is ``folder/a/b.dcm.noise.tiff`` (a float32 TIFF,
+    `noise_map.write_noise_map`); a series folder's map is one multi-page TIFF beside where
+    its folder would go.
+
+    Returns
+    -------
+    callable
+        ``path_for(item) -> Path``.
+    """
+    root, target = Path(outdir), Path(folder)
+
+    def path_for(item: Item) -> Path:
+        assert item.output is not None  # planned items without an output carry a problem
+        relative = item.output.relative_to(root) if item.output.is_relative_to(root) else None
+        relative = relative if relative is not None else Path(item.output.name)
+        return target / relative.parent / f"{relative.name}.noise.tiff"
+
+    return path_for
+
+
 def denoise_item(
     denoiser: Denoiser | DenoiserPerKind,
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     window: tuple[float, float] | None = None,
+    strength: float = 1.0,
+    noise_map: Callable[[Item], Path] | None = None,
 ) -> Callable[[Item], WriteReport]:
     """The per-item function that denoises: read -> denoise -> write, for `run_batch`.
 
@@ -615,6 +694,10 @@ def denoise_item(
         Refuse images with more pixels than this (`read_image`).
     window
         ``(center, width)`` in modality units mapped to [0, 1] instead of each image's range.
+    strength
+        How much of the denoiser's change to keep, in [0, 1] (`pipeline.blend_images`).
+    noise_map
+        ``path_for(item)`` (`noise_map_path`): also write the noise level the method used there.
 
     Returns
     -------
@@ -628,6 +711,8 @@ def denoise_item(
     'failed'
     """
 
+    check_strength(strength)  # a bad strength fails before any file is read
+
     def work(item: Item) -> WriteReport:
         assert item.output is not None  # planned items without an output carry a problem
         image = _read_item(item, max_pixels=max_pixels, window=window)
@@ -636,7 +721,15 @@ def denoise_item(
             if isinstance(denoiser, DenoiserPerKind)
             else denoiser
         )
-        return write_image(denoise_image(image, chosen), item.output)
+        report = write_image(denoise_image(image, chosen, strength=strength), item.output)
+        if noise_map is None:
+            return report
+        from meddenoise.noise_map import noise_level_image, write_noise_map
+
+        target = noise_map(item)
+        refuse_overwriting_input(target, list(item.inputs))
+        written = write_noise_map(noise_level_image(image, chosen), target)
+        return dataclasses.replace(report, paths=(*report.paths, written))
 
     return work
 

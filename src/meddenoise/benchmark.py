@@ -293,10 +293,18 @@ def case_denoiser(
     return network
 
 
+def split_backend(method: str) -> tuple[str, str]:
+    """``"grey@onnxruntime"`` -> ("grey", "onnxruntime"): a network on another backend, timed
+    and scored as a method of its own; a plain name runs on torch."""
+    name, _, backend = method.partition("@")
+    return name, backend or "torch"
+
+
 def neural_denoiser(method: str, *, colour: bool = False, precision: str = "auto") -> Denoiser:
     from meddenoise.methods import resolve
 
-    return resolve(method, colour=colour, precision=precision)
+    name, backend = split_backend(method)
+    return resolve(name, colour=colour, precision=precision, backend=backend)
 
 
 @dataclass
@@ -319,7 +327,7 @@ class Row:
 def is_neural(method: str) -> bool:
     from meddenoise.methods import is_network
 
-    return is_network(method)
+    return is_network(split_backend(method)[0])
 
 
 def run_quality(
@@ -759,9 +767,17 @@ def run_speed(methods: list[str], *, large: bool = True, repeats: int = 3) -> li
     when auto chose bf16; and, in a subprocess capped to AVX2 (`AVX2_ENVIRONMENT`), networks in
     fp32 next to BM3D capped the same way: the speed most users' CPUs see.  For networks the
     2048 x 2048 radiograph's seconds and peak RSS come from a fresh process.
+
+    ``NAME@onnxruntime`` times a network on the onnxruntime backend, interleaved with the torch
+    rows: with the fp32 ones (it runs fp32 only), natively.  It has no AVX2 row: ONNX Runtime
+    picks its kernels by the CPU's own flags and has no switch to cap them (only a build
+    without AVX-512 would), so the capped setting applies to torch alone.
     """
     methods = [method for method in methods if method != "rgb"]  # grey images are timed
     neural = [method for method in methods if is_neural(method)]
+    onnx = [method for method in neural if split_backend(method)[1] != "torch"]
+    torch_networks = [method for method in neural if method not in onnx]
+    bf16 = bool(cpu_description()["native_bf16"])
     results: list[SpeedResult] = []
 
     def add(timings: Timings, names: list[str], setting: str) -> None:
@@ -774,16 +790,17 @@ def run_speed(methods: list[str], *, large: bool = True, repeats: int = 3) -> li
                     seconds,
                     None if reference is None else seconds / reference,
                     setting=setting,
-                    precision=timings.precision if method in neural else "fp32",
+                    precision=timings.precision if method in torch_networks else "fp32",
                     capability=timings.capability,
                     native_bf16=timings.native_bf16,
                 )
             )
 
-    native = time_methods(methods, repeats=repeats)
-    add(native, methods, "native")
+    native_methods = [method for method in methods if not (bf16 and method in onnx)]
+    native = time_methods(native_methods, repeats=repeats)
+    add(native, native_methods, "native")
     if large:
-        for result in results[: len(methods)]:
+        for result in results[: len(native_methods)]:
             if result.method in neural:
                 seconds, peak = cast(list[float], _run_module(["large", result.method]))
                 result.seconds_2048, result.peak_rss_gib_2048 = float(seconds), float(peak)
@@ -792,13 +809,21 @@ def run_speed(methods: list[str], *, large: bool = True, repeats: int = 3) -> li
         if "bm3d" in native.seconds:  # the same process's BM3D stays the reference
             fp32.seconds["bm3d"] = native.seconds["bm3d"]
         add(fp32, neural, "native")
-    if neural:
+    if torch_networks:
         reference = ["bm3d"] if "bm3d" in methods else []
         answer = _run_module(
-            ["speed", "--precision", "fp32", "--repeats", str(repeats), *neural, *reference],
+            [
+                "speed",
+                "--precision",
+                "fp32",
+                "--repeats",
+                str(repeats),
+                *torch_networks,
+                *reference,
+            ],
             AVX2_ENVIRONMENT,
         )
-        add(Timings(**answer), neural, "AVX2 (capped)")  # type: ignore[arg-type]
+        add(Timings(**answer), torch_networks, "AVX2 (capped)")  # type: ignore[arg-type]
     return results
 
 

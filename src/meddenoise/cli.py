@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from meddenoise import cli_options as option
 from meddenoise.commands import register_commands
+from meddenoise.export.cli import Backend
 from meddenoise.io import DEFAULT_MAX_PIXELS, ImageError, read_image
 from meddenoise.noise import NOISE_MODELS
 
@@ -31,15 +33,6 @@ app = typer.Typer(
 register_commands(app)  # node, dicomweb, ...: each beside its library (meddenoise.commands)
 logger = logging.getLogger("meddenoise")
 NOISE_CHOICES = list(NOISE_MODELS)
-LEVEL_UNITS = "in 0-255 units of the mapped range (25 means 25/255)"
-
-MaxPixels = Annotated[int, typer.Option(help="Refuse images with more pixels than this.")]
-Window = Annotated[
-    str | None, typer.Option(help="Map CENTER,WIDTH (modality units, e.g. 40,400 HU) to [0, 1].")
-]
-Sigma = Annotated[float | None, typer.Option(help=f"Noise std {LEVEL_UNITS}.")]
-Photons = Annotated[float | None, typer.Option(help="X-ray noise: photons at full scale.")]
-ReadNoise = Annotated[float | None, typer.Option(help=f"Read-noise std {LEVEL_UNITS}.")]
 
 
 def _exit(error: Exception | str, code: int) -> NoReturn:
@@ -95,42 +88,47 @@ def denoise(
     method: Annotated[
         str, typer.Option("--method", "-m", help="Method name (see `meddenoise methods`).")
     ] = "default",
-    sigma: Sigma = None,
-    photons: Photons = None,
-    read_noise: ReadNoise = None,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
-    window: Window = None,
+    sigma: option.Sigma = None,
+    photons: option.Photons = None,
+    read_noise: option.ReadNoise = None,
+    max_pixels: option.MaxPixels = DEFAULT_MAX_PIXELS,
+    window: option.Window = None,
     precision: Annotated[
         str, typer.Option(help="Networks: auto (bf16 only where native), fp32 or bf16.")
     ] = "auto",
+    backend: Backend = "torch",
     resume: Annotated[bool, typer.Option(help="Skip inputs whose outputs are written.")] = False,
+    strength: option.Strength = 1.0,
+    noise_map: option.NoiseMap = None,
+    dask: option.Dask = None,
 ) -> None:
     """Denoise files or folders; outputs keep their format and file name under OUTPUT.
 
     One folder alone is mirrored in OUTPUT, several each in OUTPUT/NAME/, a series per folder.
     The noise level is estimated unless --sigma (or --photons, for X-ray noise) gives it.
     """
-    from meddenoise.batch import DenoiserPerKind, denoise_item, plan_batch, run_batch
-    from meddenoise.methods import resolve
+    from meddenoise import batch
 
-    parsed_window = _window(window)
-    levels = {"sigma": _unit(sigma), "read_noise": _unit(read_noise) or 0.0, "photons": photons}
+    settings = batch.DenoiseSettings(
+        method, _unit(sigma), photons, _unit(read_noise) or 0.0, precision, backend,
+        max_pixels, _window(window), strength, noise_map, outdir,
+    )  # fmt: skip
     # One denoiser per kind of image for the whole batch: a network is loaded once, not per file.
-    denoisers = DenoiserPerKind(
-        lambda colour: resolve(method, colour=colour, precision=precision, **levels)  # type: ignore[arg-type]
-    )
+    denoisers = batch.DenoiserPerKind(settings.build)
     try:
         denoisers(False)  # a bad option or an unknown method fails before any file is read
-        plan = plan_batch(inputs, outdir)
+        plan = batch.plan_batch(inputs, outdir)
+        work = settings.work(denoisers)
     except (ValueError, ImageError) as error:
         _exit(error, 2)
-    results = run_batch(
-        plan,
-        denoise_item(denoisers, max_pixels=max_pixels, window=parsed_window),
-        resume=resume,
-        on_result=_print_result,
-        progress=_progress("denoised"),
-    )
+    if dask is not None:  # the same items on a Dask cluster; a rerun resumes (meddenoise.scale)
+        from meddenoise.scale.distributed_batch import run_batch_on_dask
+
+        results = run_batch_on_dask(plan, settings, outdir, dask, on_result=_print_result)
+    else:
+        results = batch.run_batch(
+            plan, work, resume=resume, on_result=_print_result, progress=_progress("denoised")
+        )
     _summarise(results, verb="denoised", outdir=outdir)
 
 
@@ -139,9 +137,9 @@ def simulate(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A clean image file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Noisy copy (same format).")],
     noise: Annotated[str, typer.Option(help=f"One of: {', '.join(NOISE_MODELS)}.")],
-    sigma: Sigma = None,
-    photons: Photons = None,
-    read_noise: ReadNoise = None,
+    sigma: option.Sigma = None,
+    photons: option.Photons = None,
+    read_noise: option.ReadNoise = None,
     dose_fraction: Annotated[
         float | None, typer.Option(help="Dose relative to full dose (low-dose CT).")
     ] = None,
@@ -151,8 +149,8 @@ def simulate(
         typer.Option(help="Pixel size in mm (low-dose CT); default: the file's, else 0.7."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same noise.")] = 0,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
-    window: Window = None,
+    max_pixels: option.MaxPixels = DEFAULT_MAX_PIXELS,
+    window: option.Window = None,
 ) -> None:
     """Write a noisy copy of INPUT in the same format (a DICOM stays a valid DICOM)."""
     from meddenoise.batch import plan_pairs, run_batch, simulate_item
@@ -188,7 +186,7 @@ def evaluate(
         bool, typer.Option(help="REFERENCE is the noisy input: score TEST's residual instead.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    max_pixels: option.MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """PSNR, SSIM and MSE of TEST against REFERENCE (padding not scored), or its method noise."""
     from meddenoise.pipeline import evaluate_files, format_scores, method_noise_files
@@ -216,7 +214,7 @@ def methods() -> None:
 @app.command()
 def info(
     file: Annotated[Path, typer.Argument(help="An image file or DICOM series folder.")],
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    max_pixels: option.MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Modality, size, bit depth, photometric interpretation, transfer syntax, value range.
 

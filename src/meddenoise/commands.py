@@ -14,6 +14,10 @@ __all__ = ["register_commands"]
 
 def register_commands(app: typer.Typer) -> None:
     """Add every command that lives outside `meddenoise.cli` to `app`."""
+    from meddenoise.export.cli import register_export_commands
     from meddenoise.pacs.cli import register_pacs_commands
+    from meddenoise.web.cli import register_web_commands
 
+    register_export_commands(app)  # meddenoise export (onnx, torch-export, monai-bundle)
     register_pacs_commands(app)  # meddenoise node, meddenoise node status, meddenoise dicomweb
+    register_web_commands(app)  # meddenoise view, meddenoise serve

@@ -29,6 +29,9 @@ from meddenoise.types import PRECISIONS, FloatArray, layout_of
 
 logger = logging.getLogger(__name__)
 
+# Where a network runs: torch itself, or its ONNX export in ONNX Runtime (the `export` extra).
+BACKENDS = ("torch", "onnxruntime")
+
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of size `tile` covering [0, length) with at least `overlap` shared."""
@@ -223,6 +226,8 @@ class NeuralDenoiser:
     - `precision`: "auto" (the default: bf16 where the device runs it natively, fp32 elsewhere),
       "fp32", or "bf16" (still fp32 where bf16 would be emulated; see `resolve_precision`).  Its
       cost against fp32 is measured in docs/models.md.
+    - `backend`: "torch", or "onnxruntime": the network exported to ONNX (in memory, once per
+      process) and run by ONNX Runtime on the CPU, in fp32, inside the same tiling.
     - Grey networks denoise colour images channel by channel; colour networks see a grey image as
       three equal channels (and return their mean); volumes go slice by slice.
     """
@@ -235,21 +240,43 @@ class NeuralDenoiser:
     precision: str = "auto"
     device: str | None = None
     description: dict[str, Any] = field(default_factory=dict)
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.level_map not in ("scalar", "signal-dependent"):
             raise ValueError(
                 f"level_map must be scalar or signal-dependent, got {self.level_map!r}"
             )
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        self._onnx: Callable[..., torch.Tensor] | None = None
+        if self.backend == "onnxruntime":
+            self._start_onnxruntime()
+            return
         self._device = pick_device(self.device)
         self._precision = resolve_precision(self.precision, self._device)
         self.network = self.network.to(self._device).eval()
         if self._device.type == "cpu":
             self.network = self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
+    def _start_onnxruntime(self) -> None:
+        """Export the network for ONNX Runtime, which runs it on the CPU in fp32."""
+        # meddenoise.export sits above this module; it is imported here, lazily, because this
+        # backend is an export of this very network (and needs the optional `export` extra).
+        from meddenoise.export.onnx_graph import onnxruntime_network
+
+        if self.device not in (None, "cpu"):
+            raise ValueError(f"the onnxruntime backend runs on the CPU, not {self.device}")
+        if self.precision == "bf16":
+            logger.warning("bf16 asked for, but the onnxruntime backend runs fp32")
+        self._device, self._precision = torch.device("cpu"), "fp32"
+        self.network = self.network.eval()
+        self._onnx = onnxruntime_network(self.network, channels=self.channels)
+
     @property
     def parameters(self) -> dict[str, object]:
-        return {**self.description, "sigma": self.sigma, "precision": self._precision}
+        backend = {} if self.backend == "torch" else {"backend": self.backend}
+        return {**self.description, "sigma": self.sigma, "precision": self._precision, **backend}
 
     @property
     def channels(self) -> int:
@@ -286,11 +313,19 @@ class NeuralDenoiser:
 
         def forward(batch: torch.Tensor) -> torch.Tensor:
             batch = batch.contiguous(memory_format=torch.channels_last)
+            inputs: tuple[torch.Tensor, ...]
             if noise_map is not None:
-                return self.network(batch[:, :-1], batch[:, -1:])
-            if conditioned:
-                return self.network(batch, torch.full_like(batch[:, :1], level))
-            return self.network(batch)
+                inputs = (batch[:, :-1], batch[:, -1:])
+            elif conditioned:
+                inputs = (batch, torch.full_like(batch[:, :1], level))
+            else:
+                inputs = (batch,)
+            # The exported graph pads by reflection and so needs sides of at least the size
+            # multiple; a smaller image (rare: tiles are >= 16) goes through the torch network.
+            small = min(batch.shape[-2:]) < int(getattr(self.network, "size_multiple", 1))
+            if self._onnx is not None and not small:
+                return self._onnx(*inputs)
+            return self.network(*inputs)
 
         with torch.inference_mode(), _precision(self._device, self._precision):
             result = tiled_apply(forward, tensor, self.tiling)

@@ -94,3 +94,27 @@ def adversarial_loss(logits: torch.Tensor, *, real: bool) -> torch.Tensor:
     """Binary cross-entropy of PatchGAN logits against all-real or all-fake labels (pix2pix)."""
     labels = torch.ones_like(logits) if real else torch.zeros_like(logits)
     return functional.binary_cross_entropy_with_logits(logits, labels)
+
+
+def neighbour_subsample(
+    images: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbor2Neighbor's sub-sampler (Huang et al., CVPR 2021).
+
+    In every 2 x 2 cell pick one pixel at random for the first sub-image and one of its two
+    horizontal/vertical neighbours for the second: two half-size images with independent noise
+    and nearly the same signal.
+    """
+    batch, channels, height, width = images.shape
+    height, width = height // 2 * 2, width // 2 * 2
+    cells = images[..., :height, :width].reshape(batch, channels, height // 2, 2, width // 2, 2)
+    cells = cells.permute(0, 1, 2, 4, 3, 5).reshape(batch, channels, height // 2, width // 2, 4)
+    first = torch.randint(0, 4, (batch, 1, height // 2, width // 2, 1), generator=generator)
+    # Neighbours in the cell laid out [0 1; 2 3]: 0-1, 0-2, 1-3, 2-3.
+    neighbours = torch.tensor([[1, 2], [0, 3], [0, 3], [1, 2]])
+    pick = torch.randint(0, 2, first.shape, generator=generator)
+    second = neighbours[first.squeeze(-1), pick.squeeze(-1)].unsqueeze(-1)
+    expand = (-1, channels, -1, -1, -1)
+    sub_first = torch.gather(cells, 4, first.expand(*expand)).squeeze(-1)
+    sub_second = torch.gather(cells, 4, second.expand(*expand)).squeeze(-1)
+    return sub_first, sub_second

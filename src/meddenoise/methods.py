@@ -137,11 +137,14 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_network(path: Path, *, sigma: float | None = None, precision: str = "auto") -> Denoiser:
+def load_network(
+    path: Path, *, sigma: float | None = None, precision: str = "auto", backend: str = "torch"
+) -> Denoiser:
     """A `NeuralDenoiser` from a checkpoint file (safetensors; never unpickled).
 
     `precision` is decided by the machine, not the file: "auto" runs bf16 only where the device
     runs it natively (a model card records which precisions were validated and what bf16 costs).
+    `backend` "onnxruntime" runs the network's ONNX export in ONNX Runtime (fp32).
     """
     from meddenoise.checkpoint import CheckpointError, load_checkpoint
     from meddenoise.inference import NeuralDenoiser
@@ -158,6 +161,7 @@ def load_network(path: Path, *, sigma: float | None = None, precision: str = "au
         sigma=sigma,
         level_map=checkpoint.level_map,
         precision=precision,
+        backend=backend,
         description={
             "checkpoint": path.name,
             "model": checkpoint.model,
@@ -175,6 +179,7 @@ def resolve(
     photons: float | None = None,
     read_noise: float = 0.0,
     precision: str = "auto",
+    backend: str = "torch",
 ) -> Denoiser:
     """The `Denoiser` that `method` names, built for images of one kind.
 
@@ -192,30 +197,41 @@ def resolve(
         unused.
     precision : {"auto", "fp32", "bf16"}
         Network arithmetic; bf16 only where the device runs it natively.
+    backend : {"torch", "onnxruntime"}
+        What runs a network: torch, or ONNX Runtime on its ONNX export (fp32, the ``export``
+        extra); classical methods take only "torch".
 
     Raises
     ------
     ValueError
-        An unknown name (the message lists the known ones), a missing or unusable checkpoint.
+        An unknown name (the message lists the known ones), a missing or unusable checkpoint,
+        an unknown backend or "onnxruntime" for a classical method.
     """
     from meddenoise.classical import METHODS, GeneralizedAnscombe, make_denoiser
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backend not in ("torch", "onnxruntime"):  # inference.BACKENDS, without importing torch
+        raise ValueError(f"backend must be torch or onnxruntime, got {backend!r}")
     if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
     if photons is not None:
         if not (np.isfinite(photons) and photons > 0):
             raise ValueError(f"photons must be a positive number, got {photons}")
-        inner = resolve(method, colour=colour, modality=modality, precision=precision)
+        inner = resolve(
+            method, colour=colour, modality=modality, precision=precision, backend=backend
+        )
         return GeneralizedAnscombe(inner=inner, gain=1.0 / photons, sigma=read_noise)
     name = os.fspath(method)
     if name == "default":
         name = default_method(colour=colour, modality=modality)
     if name in METHODS:
+        if backend != "torch":
+            raise ValueError(f"backend {backend!r} runs networks; {name} is a classical method")
         return make_denoiser(name, sigma=sigma)
     if name in SHIPPED_MODELS or Path(name).suffix == ".safetensors" or Path(name).is_file():
-        return load_network(checkpoint_path(name), sigma=sigma, precision=precision)
+        path = checkpoint_path(name)
+        return load_network(path, sigma=sigma, precision=precision, backend=backend)
     installed = [name for name in SHIPPED_MODELS if shipped_weights(name)]
     known = ", ".join(["default", *installed, *METHODS])
     raise ValueError(f"unknown method {name!r}; known methods: {known}")

@@ -148,7 +148,108 @@ def transform_image(
     return Image(array=result, meta=meta)
 
 
-def denoise_image(image: Image, denoiser: Denoiser | str | os.PathLike[str] = "default") -> Image:
+def check_strength(strength: float) -> float:
+    """`strength` as a float after checking it lies in [0, 1].
+
+    Parameters
+    ----------
+    strength
+        How much of a denoiser's change to keep: 0 keeps the input, 1 the denoised image.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        For a value outside [0, 1] or not a finite number.
+
+    Examples
+    --------
+    >>> check_strength(0.5)
+    0.5
+    """
+    value = float(strength)
+    if not (np.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"strength must be a number in [0, 1], got {strength}")
+    return value
+
+
+def blend(original: np.ndarray, denoised: np.ndarray, strength: float) -> np.ndarray:
+    """``original + strength * (denoised - original)`` in float64: part of a denoiser's change.
+
+    Parameters
+    ----------
+    original, denoised
+        Arrays of one shape, in the same units (modality units for file images).
+    strength
+        In [0, 1] (`check_strength`): 0 gives `original`, 1 gives `denoised`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64; where `denoised` equals `original` the result is `original` exactly.
+
+    Raises
+    ------
+    ValueError
+        For a strength outside [0, 1] or arrays of different shapes.
+
+    Examples
+    --------
+    >>> blend(np.array([0.0, 10.0]), np.array([2.0, 10.0]), 0.25).tolist()
+    [0.5, 10.0]
+    """
+    strength = check_strength(strength)
+    before = np.asarray(original, dtype=np.float64)
+    after = np.asarray(denoised, dtype=np.float64)
+    if before.shape != after.shape:
+        raise ValueError(f"shapes differ: {before.shape} and {after.shape}")
+    return before + strength * (after - before)
+
+
+def blend_images(original: Image, denoised: Image, strength: float) -> Image:
+    """`denoised` with only `strength` of its change from `original` kept, ready to write.
+
+    The CLI's ``--strength`` and the viewer's write button both call this on the full-strength
+    result of `denoise_image`, so both write the same pixels.  A strength other than 1 is
+    recorded among the derivation's parameters (DerivationDescription, derived UIDs).
+
+    Parameters
+    ----------
+    original
+        The image as read.
+    denoised
+        `denoise_image`'s result for it (full strength).
+    strength
+        In [0, 1].
+
+    Returns
+    -------
+    Image
+        Values in float64 modality units, `denoised`'s metadata with the strength recorded.
+
+    Raises
+    ------
+    ValueError
+        For a strength outside [0, 1] or images of different shapes.
+    """
+    strength = check_strength(strength)
+    if strength == 1.0:
+        return denoised
+    array = blend(original.array, denoised.array, strength)
+    derivation = dict(denoised.meta.derivation)
+    derivation["parameters"] = {**derivation.get("parameters", {}), "strength": strength}
+    return Image(array=array, meta=dataclasses.replace(denoised.meta, derivation=derivation))
+
+
+def denoise_image(
+    image: Image,
+    denoiser: Denoiser | str | os.PathLike[str] = "default",
+    *,
+    strength: float = 1.0,
+) -> Image:
     """Denoise an `Image` read from a file; the result is ready for `write_image`.
 
     The image is mapped to [0, 1] by its own `meta.mapping`, denoised, and the change carried back
@@ -161,6 +262,9 @@ def denoise_image(image: Image, denoiser: Denoiser | str | os.PathLike[str] = "d
     denoiser : Denoiser or str or path
         A built `Denoiser`, or a method name or checkpoint path for `methods.resolve` (built for
         grey or colour as the image is).
+    strength : float
+        How much of the change to keep, in [0, 1]: ``input + strength * (denoised - input)``
+        (`blend_images`); recorded in the derivation when not 1.
 
     Returns
     -------
@@ -173,11 +277,13 @@ def denoise_image(image: Image, denoiser: Denoiser | str | os.PathLike[str] = "d
     >>> image = read_image("ct.dcm")  # doctest: +SKIP
     >>> write_image(denoise_image(image, "nlm"), "ct_denoised.dcm")  # doctest: +SKIP
     """
+    strength = check_strength(strength)
     if not isinstance(denoiser, Denoiser):
         denoiser = resolve(denoiser, colour=is_colour(image.meta.layout))
-    return transform_image(
+    denoised = transform_image(
         image, denoiser, method=denoiser.name, parameters=dict(denoiser.parameters)
     )
+    return blend_images(image, denoised, strength)
 
 
 def evaluate_files(

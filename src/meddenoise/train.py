@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from meddenoise import metrics
+from meddenoise import distributed, metrics
 from meddenoise.checkpoint import (
     global_random_states,
     load_resume_state,
@@ -51,7 +51,7 @@ from meddenoise.data import (
 )
 from meddenoise.inference import resolve_precision
 from meddenoise.io.base import atomic_write_csv
-from meddenoise.losses import adversarial_loss, build_loss
+from meddenoise.losses import adversarial_loss, build_loss, neighbour_subsample
 from meddenoise.methods import initial_weights
 from meddenoise.models import PatchDiscriminator, build_model
 from meddenoise.splits import resumed_record, start_record
@@ -75,7 +75,7 @@ def as_tensors(
 def run_network(network: nn.Module, noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """Forward pass; conditioned networks get a noise map: each sample's level (levels (N,)) or
     the given per-pixel maps (levels (N, 1, H, W))."""
-    if getattr(network, "conditioned", False):
+    if getattr(getattr(network, "module", network), "conditioned", False):  # DDP wraps it
         if levels.ndim == 4:
             return network(noisy, levels.to(noisy.dtype))
         noise_map = levels.view(-1, 1, 1, 1).expand(-1, 1, *noisy.shape[-2:]).to(noisy.dtype)
@@ -111,30 +111,6 @@ def train_one_epoch(
         total += float(loss.detach()) * len(noisy)
         count += len(noisy)
     return total / max(count, 1)
-
-
-def neighbour_subsample(
-    images: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Neighbor2Neighbor's sub-sampler (Huang et al., CVPR 2021).
-
-    In every 2 x 2 cell pick one pixel at random for the first sub-image and one of its two
-    horizontal/vertical neighbours for the second: two half-size images with independent noise
-    and nearly the same signal.
-    """
-    batch, channels, height, width = images.shape
-    height, width = height // 2 * 2, width // 2 * 2
-    cells = images[..., :height, :width].reshape(batch, channels, height // 2, 2, width // 2, 2)
-    cells = cells.permute(0, 1, 2, 4, 3, 5).reshape(batch, channels, height // 2, width // 2, 4)
-    first = torch.randint(0, 4, (batch, 1, height // 2, width // 2, 1), generator=generator)
-    # Neighbours in the cell laid out [0 1; 2 3]: 0-1, 0-2, 1-3, 2-3.
-    neighbours = torch.tensor([[1, 2], [0, 3], [0, 3], [1, 2]])
-    pick = torch.randint(0, 2, first.shape, generator=generator)
-    second = neighbours[first.squeeze(-1), pick.squeeze(-1)].unsqueeze(-1)
-    expand = (-1, channels, -1, -1, -1)
-    sub_first = torch.gather(cells, 4, first.expand(*expand)).squeeze(-1)
-    sub_second = torch.gather(cells, 4, second.expand(*expand)).squeeze(-1)
-    return sub_first, sub_second
 
 
 def train_one_epoch_self_supervised(
@@ -302,6 +278,9 @@ def fit(
     # Recorded before any work, so every checkpoint names the code the run started from; a
     # contaminated init chain stops the run here (ProvenanceError).
     provenance = None if resume else start_record(config_to_dict(config), config.init)
+    group = distributed.start()  # torchrun's processes; alone, rank 0 of 1
+    if group.distributed and (config.gan is not None or config.data.mode == "self-supervised"):
+        raise ValueError("several processes train supervised configs only (no GAN, no N2N)")
     seed_global_generators(config.seed)  # the one place seeding happens
     output.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config)
@@ -341,10 +320,13 @@ def fit(
             discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
         start_epoch, best_score, stale = state["epoch"], state["best_score"], state["stale"]
         history = list(state["history"])
-        resumed_random_states = state["random"]
+        per_rank = state.get("random_per_rank", [state["random"]])
+        if len(per_rank) != group.size:
+            raise ValueError(f"the run was saved by {len(per_rank)} processes, not {group.size}")
+        resumed_random_states = per_rank[group.rank]
         provenance = resumed_record(read_metadata(last_path), start_epoch)
     assert provenance is not None
-    baseline = validation_baselines(data, config.baselines)
+    baseline = validation_baselines(data, config.baselines) if group.writer else {}
     for key, value in baseline.items():
         logger.info("validation baseline %s: %.3f", key, value)
     if resumed_random_states is not None:
@@ -355,7 +337,8 @@ def fit(
     bf16 = resolve_precision(config.precision) == "bf16"
     log_path = output / "metrics.csv"
     started = time.perf_counter()
-    show = sys.stderr.isatty() if progress is None else progress
+    show = (sys.stderr.isatty() if progress is None else progress) and group.writer
+    trained = distributed.wrap(network, group)  # DDP across processes; the network alone
     for epoch in tqdm(
         range(start_epoch, config.epochs),
         desc="epochs",
@@ -364,7 +347,7 @@ def fit(
         total=config.epochs,
     ):
         epoch_start = time.perf_counter()
-        batches = as_tensors(epoch_batches(data, config, epoch))
+        batches = distributed.shard(as_tensors(epoch_batches(data, config, epoch)), group)
         if discriminator is not None and discriminator_optimizer is not None:
             train_loss = train_one_epoch_gan(
                 network, discriminator, (optimizer, discriminator_optimizer), batches, config
@@ -375,7 +358,7 @@ def fit(
             )
         else:
             train_loss = train_one_epoch(
-                network,
+                trained,
                 optimizer,
                 batches,
                 loss_function,
@@ -384,9 +367,12 @@ def fit(
             )
         learning_rate = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        scores = evaluate(network, data) if data.val_noisy else {}
-        # Without a clean reference the lowest validation (or training) loss wins.
-        score = scores["psnr"] if "psnr" in scores else -scores.get("mse", train_loss)
+        scores = evaluate(network, data) if data.val_noisy and group.writer else {}
+        # Without a clean reference the lowest validation (or training) loss wins; every rank
+        # takes rank 0's score, so all decide alike (best, early stopping).
+        score = distributed.broadcast(
+            scores["psnr"] if "psnr" in scores else -scores.get("mse", train_loss), group
+        )
         row = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -395,6 +381,13 @@ def fit(
             "seconds": time.perf_counter() - epoch_start,
         }
         history.append(row)
+        # Every rank's random states, for an exact resume (a collective: all ranks call it).
+        random_states = distributed.gather(global_random_states(), group)
+        if not group.writer:
+            best_score, stale = max(best_score, score), 0 if score > best_score else stale + 1
+            if _stopping(config, stale, epoch, start_epoch, stop_after):
+                break
+            continue
         logger.info("%s", ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
         extra = {
             "config": config_to_dict(config),
@@ -434,13 +427,22 @@ def fit(
             if (epoch + 1) % config.gan.figure_every == 0:  # type: ignore[union-attr]
                 save_gan_figure(output / "figures" / f"epoch_{epoch + 1:04d}.png", network, data)
         # Taken after everything of this epoch that may draw: what the next epoch starts from.
-        resume_state["random"] = global_random_states()
+        resume_state["random"], resume_state["random_per_rank"] = random_states[0], random_states
         save_resume_state(resume_path(last_path), resume_state)
         fields = sorted({key for row in history for key in row}, key=lambda k: (k != "epoch", k))
         atomic_write_csv(log_path, history, fields)
-        if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
+        if _stopping(config, stale, epoch, start_epoch, stop_after):
             break
-        if config.early_stopping is not None and stale >= config.early_stopping:
-            logger.info("early stopping after %d epochs without improvement", stale)
-            break
+    distributed.finish(group)
     return FitResult(best_path, last_path, history, baseline)
+
+
+def _stopping(
+    config: TrainConfig, stale: int, epoch: int, start_epoch: int, stop_after: int | None
+) -> bool:
+    if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
+        return True
+    if config.early_stopping is not None and stale >= config.early_stopping:
+        logger.info("early stopping after %d epochs without improvement", stale)
+        return True
+    return False

@@ -27,6 +27,12 @@ def pad_to_multiple(image: torch.Tensor, multiple: int, *, min_size: int = 1) ->
     needed.
     """
     height, width = image.shape[-2:]
+    if torch.compiler.is_exporting() and min_size <= multiple:
+        # An exported graph (ONNX, torch.export) serves every size, so it cannot branch on the
+        # size as eager code does: it always pads (by 0 where nothing is needed) and needs sides
+        # of at least `multiple`, where reflect padding is always possible.
+        pad_height, pad_width = (-height) % multiple, (-width) % multiple
+        return F.pad(image, (0, pad_width, 0, pad_height), mode="reflect")
     target_height = math.ceil(max(height, min_size) / multiple) * multiple
     target_width = math.ceil(max(width, min_size) / multiple) * multiple
     pad_height, pad_width = target_height - height, target_width - width

@@ -118,6 +118,10 @@ class CondUNet(nn.Module):
     def _expand_noise_map(self, noise_map: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """`noise_map` broadcast to the shape and dtype of `x`, after checking its shape."""
         batch, channels, height, width = x.shape
+        if torch.compiler.is_exporting():
+            # An exported graph declares its inputs' shapes instead (one symbolic size each):
+            # these Python comparisons of sizes would each become a guard that fixes a size.
+            return noise_map.to(x.dtype).expand(batch, channels, height, width)
         if channels != self.channels:
             raise ValueError(f"expected {self.channels} image channels, got {channels}")
         shape = tuple(noise_map.shape)

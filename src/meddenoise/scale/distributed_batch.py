@@ -31,46 +31,16 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from meddenoise.batch import DenoiserPerKind, Item, ItemResult, denoise_item, run_batch
-from meddenoise.io import DEFAULT_MAX_PIXELS
+from meddenoise.batch import DenoiserPerKind, DenoiseSettings, Item, ItemResult, run_batch
 from meddenoise.io.base import atomic_write_csv
 
 __all__ = ["RECORD_FOLDER", "DenoiseSettings", "connect", "run_batch_on_dask"]
 
 RECORD_FOLDER = ".meddenoise"
-
-
-@dataclass(frozen=True)
-class DenoiseSettings:
-    """What every worker needs to build the same denoisers as `meddenoise denoise` would.
-
-    Levels are in the library's [0, 1] units (the command converts from 0-255).
-    """
-
-    method: str = "default"
-    sigma: float | None = None
-    photons: float | None = None
-    read_noise: float = 0.0
-    precision: str = "auto"
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
-    window: tuple[float, float] | None = None
-
-    def build(self, colour: bool) -> Any:
-        """The denoiser for one kind of image (`methods.resolve`)."""
-        from meddenoise.methods import resolve
-
-        return resolve(
-            self.method,
-            colour=colour,
-            sigma=self.sigma,
-            photons=self.photons,
-            read_noise=self.read_noise,
-            precision=self.precision,
-        )
 
 
 # One set of denoisers per settings in each worker process, built on first use and kept: the
@@ -88,10 +58,7 @@ def _worker_denoisers(settings: DenoiseSettings) -> DenoiserPerKind:
 
 def denoise_one(item: Item, settings: DenoiseSettings, resume: bool) -> ItemResult:
     """The task a worker runs: the serial runner's work on one item (skipped if complete)."""
-    work = denoise_item(
-        _worker_denoisers(settings), max_pixels=settings.max_pixels, window=settings.window
-    )
-    (result,) = run_batch([item], work, resume=resume)
+    (result,) = run_batch([item], settings.work(_worker_denoisers(settings)), resume=resume)
     return result
 
 
