@@ -14,7 +14,6 @@ import re
 import select
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -150,11 +149,4 @@ def resident_memory_kb(pid: int) -> int:
 
 def wait_until(condition, timeout: float, what: str) -> Any:
     """`pacs.wait_for` with a shorter poll, for server-side clean-up that takes milliseconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+    return wait_for(condition, timeout=timeout, interval=0.05, what=what)

@@ -8,10 +8,12 @@ field can be overridden on the command line as ``--set data.patch_size=96``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -347,14 +349,19 @@ def load_config(
             raise ConfigError(f"--set {override!r}: expected key=value")
         key, raw = override.split("=", 1)
         _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return validated(TrainConfig, tree, "config")
+
+
+def validated(model: type[Model], tree: dict[str, Any], what: str) -> Model:
+    """`tree` validated as `model`; a ConfigError naming every invalid field otherwise."""
     try:
-        return TrainConfig.model_validate(tree)
+        return model.model_validate(tree)
     except ValidationError as error:
         problems = []
         for item in error.errors():
             where = ".".join(str(part) for part in item["loc"]) or "config"
             problems.append(f"{where}: {item['msg']}")
-        raise ConfigError("invalid config: " + "; ".join(problems)) from None
+        raise ConfigError(f"invalid {what}: " + "; ".join(problems)) from None
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

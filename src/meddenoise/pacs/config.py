@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from meddenoise.config import ConfigError, Strict
+from meddenoise.config import ConfigError, Strict, validated
 
 __all__ = ["AccessConfig", "NodeConfig", "load_node_config"]
 
@@ -165,14 +165,7 @@ def load_node_config(source: str | Path | dict[str, Any]) -> NodeConfig:
             raise ConfigError(f"{path}: cannot read node config: {error}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: a node config is a mapping of fields")
-    try:
-        config = NodeConfig.model_validate(tree)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"]) or "config"
-            problems.append(f"{where}: {item['msg']}")
-        raise ConfigError("invalid node config: " + "; ".join(problems)) from None
+    config = validated(NodeConfig, tree, "node config")
     if not config.spool.is_absolute():
         config.spool = base / config.spool
     return config
