@@ -161,7 +161,9 @@ def test_a_worker_killed_mid_run_leaves_every_output_complete(tmp_path: Path) ->
         client.close()
         local.close()
     assert killed
-    assert [r.status for r in results] == ["written"] * 6
+    # An item the dead worker had finished, whose result died with it, runs again and finds
+    # its outputs complete: "skipped", not written twice.
+    assert {r.status for r in results} <= {"written", "skipped"} and len(results) == 6
     written = outputs(tmp_path / "out")
     assert len(written) == 18
     assert not [path for path in (tmp_path / "out").rglob("*") if path.name.endswith(".part")]

@@ -143,24 +143,61 @@ def run_batch_on_dask(
     list of ItemResult
         One per item, in plan order.
     """
-    from dask.distributed import as_completed
-
     record = Path(outdir) / RECORD_FOLDER
     atomic_write_csv(record / "manifest.csv", _manifest_rows(items))
+    results: dict[int, ItemResult] = {}
+    work: list[tuple[int, Item]] = []
+    for index, item in enumerate(items):
+        # What needs no worker is settled here: a complete item of a rerun, a planning
+        # problem, a file that is not an image.  A rerun with nothing left starts no cluster.
+        if item.ignored or item.problem or (resume and all(p.exists() for p in item.outputs)):
+            results[index] = run_batch([item], _never, resume=resume)[0]
+            if on_result is not None:
+                on_result(results[index])
+        else:
+            # Workers may run elsewhere: every path absolute, on a file system they all see.
+            work.append((index, _absolute(item)))
+    if work:
+
+        def save() -> None:  # the record stays current on a long run
+            _write_results(record, items, results)
+
+        run = (settings, scheduler, resume, window, results, on_result, progress, save)
+        _run_on_cluster(work, *run)
+    _write_results(record, items, results)
+    return [results[index] for index in range(len(items))]
+
+
+def _never(item: Item) -> Any:
+    raise AssertionError("an item settled without a worker was run")
+
+
+def _run_on_cluster(
+    work: list[tuple[int, Item]],
+    settings: DenoiseSettings,
+    scheduler: str | Any,
+    resume: bool,
+    window: int | None,
+    results: dict[int, ItemResult],
+    on_result: Callable[[ItemResult], object] | None,
+    progress: bool,
+    save: Callable[[], None],
+) -> None:
+    """Submit `work` in a bounded window and put each result in `results` as it arrives."""
+    from dask.distributed import as_completed
+
     if isinstance(scheduler, str):
         client, close = connect(scheduler)
     else:
         client, close = scheduler, (lambda: None)
-    results: dict[int, ItemResult] = {}
     try:
         if window is None:
-            threads = sum(client.nthreads().values()) or 1
-            window = 4 * threads
-        # Workers may run elsewhere: every path absolute, on a file system they all see.
-        pending = iter(enumerate(_absolute(item) for item in items))
+            window = 4 * (sum(client.nthreads().values()) or 1)
+        pending = iter(work)
         position: dict[Any, int] = {}
+        queue = as_completed()
 
-        def submit_next(queue: Any) -> None:
+        def submit_next() -> None:
             try:
                 index, item = next(pending)
             except StopIteration:
@@ -170,27 +207,23 @@ def run_batch_on_dask(
             position[future] = index
             queue.add(future)
 
-        queue = as_completed()
-        for _ in range(min(window, len(items))):
-            submit_next(queue)
-        bar = _progress_bar(len(items)) if progress else None
+        for _ in range(min(window, len(work))):
+            submit_next()
+        bar = _progress_bar(len(work)) if progress else None
         for future in queue:
             index = position.pop(future)
-            result = future.result()
-            results[index] = result
+            results[index] = future.result()
             if on_result is not None:
-                on_result(result)
+                on_result(results[index])
             if bar is not None:
                 bar.update(1)
-            submit_next(queue)
-            if len(results) % 64 == 0:  # the record stays current on a long run
-                _write_results(record, items, results)
+            submit_next()
+            if len(position) and len(results) % 64 == 0:
+                save()
         if bar is not None:
             bar.close()
     finally:
         close()
-    _write_results(record, items, results)
-    return [results[index] for index in range(len(items))]
 
 
 def _absolute(item: Item) -> Item:
