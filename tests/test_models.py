@@ -30,6 +30,7 @@ SMALL_KWARGS: dict[str, dict[str, Any]] = {
     "dncnn": {"depth": 5, "features": 16},
     "red_cnn": {"features": 16},
     "cond_unet": {"widths": (8, 16), "blocks": (1, 1)},
+    "pd_cond_unet": {"widths": (8, 16), "blocks": (1, 1)},
 }
 
 # Adam's first step moves every weight by about the learning rate; RED-CNN (no normalisation,
@@ -65,6 +66,7 @@ def test_model_names_are_the_documented_ones() -> None:
         "dncnn",
         "red_cnn",
         "cond_unet",
+        "pd_cond_unet",
     }
 
 
@@ -82,7 +84,7 @@ def test_constructor_arguments_are_keyword_only_and_typed(name: str) -> None:
 def test_conditioned_is_a_class_attribute(name: str) -> None:
     cls: Any = MODELS[name]
     assert isinstance(cls.conditioned, bool)
-    assert cls.conditioned == (name == "cond_unet")
+    assert cls.conditioned == (name in ("cond_unet", "pd_cond_unet"))
 
 
 @pytest.mark.parametrize("channels", [1, 3])

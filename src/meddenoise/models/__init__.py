@@ -21,6 +21,7 @@ from meddenoise.models.cond_unet import CondUNet
 from meddenoise.models.dncnn import DnCNN
 from meddenoise.models.encoder_decoder import EncoderDecoder
 from meddenoise.models.gondara_cdae import GondaraCDAE
+from meddenoise.models.pd_cond_unet import PDCondUNet
 from meddenoise.models.red_cnn import REDCNN
 from meddenoise.models.resnet18_unet import ResNet18UNet
 from meddenoise.models.unet_gan import PatchDiscriminator, UNetGenerator
@@ -32,6 +33,7 @@ __all__ = [
     "DnCNN",
     "EncoderDecoder",
     "GondaraCDAE",
+    "PDCondUNet",
     "PatchDiscriminator",
     "ResNet18UNet",
     "UNetGenerator",
@@ -46,6 +48,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "dncnn": DnCNN,
     "red_cnn": REDCNN,
     "cond_unet": CondUNet,
+    "pd_cond_unet": PDCondUNet,  # CondUNet on pixel-shuffle sub-images (meddenoise adapt)
 }
 
 

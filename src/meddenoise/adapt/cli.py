@@ -1,0 +1,72 @@
+"""``meddenoise adapt``: fine-tune a shipped model on the user's own noisy images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["register_adapt_commands"]
+
+
+def adapt_command(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Noisy images: files, folders, DICOM series folders.")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="The checkpoint to write (.safetensors).")
+    ],
+    base: Annotated[str, typer.Option(help="The shipped model to start from.")] = "grey",
+    minutes: Annotated[float, typer.Option(help="Wall-clock budget of the fine-tuning.")] = 5.0,
+    objective: Annotated[
+        str, typer.Option(help="pd-n2n (correlated noise; the default) or n2n.")
+    ] = "pd-n2n",
+    pd_factor: Annotated[
+        int | None, typer.Option(help="PD stride; default: measured from the noise.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write the adapted weights even if the guard objects.")
+    ] = False,
+) -> None:
+    """Adapt a shipped model to your scanner's noise, without clean images.
+
+    Holds back a fifth of the images, fine-tunes on the rest for --minutes, and writes the
+    adapted network only if, on the held-back images, it removes no more anatomy and leaves a
+    residual no less like the noise than the base model; otherwise it writes the base model's
+    weights (exit code 3) and says why.  Use the result with
+    ``meddenoise denoise ... --method MODEL.safetensors``.
+    """
+    from meddenoise.adapt import AdaptProgress, adapt
+
+    def report(progress: AdaptProgress) -> None:
+        typer.echo(
+            f"step {progress.step}: loss {progress.loss:.3g}, {progress.remaining:.0f} s left",
+            err=True,
+        )
+
+    try:
+        result = adapt(
+            inputs,
+            output,
+            base=base,
+            minutes=minutes,
+            objective=objective,
+            pd_factor=pd_factor,
+            seed=seed,
+            force=force,
+            progress=report,
+        )
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"{result.card['verdict']}")
+    typer.echo(f"written: {result.output} ({result.kept} weights), card: {result.card_path}")
+    if result.kept == "base":
+        raise typer.Exit(code=3)
+
+
+def register_adapt_commands(app: typer.Typer) -> None:
+    """Add ``meddenoise adapt`` to `app`."""
+    app.command("adapt")(adapt_command)

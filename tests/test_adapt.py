@@ -1,0 +1,247 @@
+"""`meddenoise adapt`: the PD transform, the workflow, the card, the guard, the budget, the CLI.
+
+Tiny images and budgets of a few seconds: these check the machinery, not the quality (that is
+``python -m meddenoise.adapt.benchmark``, docs/adapt.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+from scipy.ndimage import gaussian_filter
+from typer.testing import CliRunner
+
+from meddenoise.adapt import adapt, workflow
+from meddenoise.adapt.guard import autocorrelation, noise_autocorrelation
+from meddenoise.checkpoint import read_metadata
+from meddenoise.methods import resolve, shipped_weights
+from meddenoise.models.pd_cond_unet import PDCondUNet, pd_join, pd_split
+
+pytestmark = pytest.mark.skipif(shipped_weights("grey") is None, reason="no shipped weights")
+UINT16_MAX = np.iinfo(np.uint16).max
+BUDGET = 0.05  # minutes: 3 s
+
+
+def noisy_phantom(seed: int, size: int = 64) -> np.ndarray:
+    """A smooth phantom with spatially correlated noise, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    clean = 0.3 + 0.4 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.1) + 0.1 * np.sin(6 * xx)
+    noise = gaussian_filter(rng.normal(0.0, 0.15, (size, size)), 1.0)
+    return np.clip(clean + noise, 0.0, 1.0)
+
+
+def write_png(path: Path, values: np.ndarray) -> Path:
+    PILImage.fromarray(np.round(values * UINT16_MAX).astype(np.uint16)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("patient_jane_doe_scans")
+    for index in range(3):
+        write_png(folder / f"jane_doe_{index}.png", noisy_phantom(index))
+    return folder
+
+
+def test_pd_split_is_a_permutation_that_join_inverts() -> None:
+    images = torch.randn(2, 3, 12, 18, generator=torch.Generator().manual_seed(0))
+    sub_images = pd_split(images, 3)
+    assert sub_images.shape == (18, 3, 4, 6)
+    assert torch.equal(sub_images[1], images[0, :, 0::3, 1::3])  # offset (0, 1) of image 0
+    assert torch.equal(torch.sort(sub_images.flatten()).values, torch.sort(images.flatten()).values)
+    assert torch.equal(pd_join(sub_images, 3), images)
+    assert torch.equal(pd_split(images, 1), images)
+    with pytest.raises(ValueError, match="multiples"):
+        pd_split(images, 5)
+
+
+def test_pd_network_with_factor_one_is_the_base_network() -> None:
+    torch.manual_seed(0)
+    network = PDCondUNet(widths=(8, 16), blocks=(1, 1), pd_factor=1).eval()
+    split = PDCondUNet(widths=(8, 16), blocks=(1, 1), pd_factor=2).eval()
+    split.load_state_dict(network.state_dict())
+    image, level = torch.rand(1, 1, 21, 30), torch.full((1, 1, 1, 1), 0.05)
+    with torch.no_grad():
+        assert torch.equal(network(image, level), network.denoise_sub_images(image, level))
+        assert split(image, level).shape == image.shape  # odd sides padded, cropped back
+
+
+def test_noise_correlation_is_measured_in_flat_windows() -> None:
+    rng = np.random.default_rng(0)
+    white = rng.normal(0.0, 0.05, (128, 128))
+    correlated = gaussian_filter(rng.normal(0.0, 0.1, (128, 128)), 1.0)
+    ramp = np.linspace(0.0, 1.0, 128)[None, :] * np.ones((128, 1))
+    assert abs(noise_autocorrelation(ramp + white)[0]) < 0.1
+    assert noise_autocorrelation(ramp + correlated)[0] > 0.5
+    assert autocorrelation(correlated)[0] > 0.5
+
+
+def test_adapted_checkpoint_resolves_and_denoises(scans: Path, tmp_path: Path) -> None:
+    output = tmp_path / "scanner.safetensors"
+    started = time.monotonic()
+    result = adapt([scans], output, minutes=BUDGET, force=True)
+    assert time.monotonic() - started < 60 * BUDGET + 20
+    assert result.output == output and output.is_file() and result.card_path.is_file()
+    assert result.kept == "adapted"
+    metadata = read_metadata(output)
+    assert metadata["model"] == "pd_cond_unet"
+    assert metadata["arguments"]["pd_factor"] == result.card["pd_factor"]
+    # Told levels as the base model is: the grey model's per-pixel maps.
+    assert metadata["config"]["noise"]["level_map"] == "signal-dependent"
+    denoiser = resolve(str(output))
+    image = noisy_phantom(7).astype(np.float32)
+    denoised = denoiser(image)
+    assert denoised.shape == image.shape and np.all(np.isfinite(denoised))
+    assert not np.array_equal(denoised, image)
+    # The budget is honoured: training stops before the clock passes it (one step of slack).
+    assert result.card["seconds_used"] <= 60 * BUDGET + 1.0
+    assert result.card["steps"] >= 1
+
+
+def test_card_names_no_file_and_hashes_the_pixels(scans: Path, tmp_path: Path) -> None:
+    output = tmp_path / "model.safetensors"
+    result = adapt([scans], output, minutes=0.01)
+    stored = json.dumps(read_metadata(output)["adaptation"])
+    text = result.card_path.read_text()
+    for secret in ("jane", "doe", "patient", str(scans), str(tmp_path)):
+        assert secret not in stored.lower() and secret not in text.lower()
+    for key in ("base", "objective", "minutes", "images", "inputs_sha256", "guard", "kept"):
+        assert key in result.card
+    assert result.card["images"] == 3
+    # The hash follows the pixels, not the names: a renamed copy hashes the same.
+    renamed = tmp_path / "other"
+    renamed.mkdir()
+    for index, path in enumerate(sorted(scans.iterdir())):
+        shutil.copy(path, renamed / f"image_{index}.png")
+    same = workflow.read_planes([renamed], channels=1).sha256
+    assert same == result.card["inputs_sha256"]
+    changed = np.asarray(PILImage.open(renamed / "image_0.png"), dtype=np.float64) / UINT16_MAX
+    changed[5, 5] = 1.0 - changed[5, 5]
+    write_png(renamed / "image_0.png", changed)
+    assert workflow.read_planes([renamed], channels=1).sha256 != same
+
+
+def test_guard_keeps_the_base_when_the_objective_diverges(
+    scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = workflow.neighbour_loss
+
+    def diverging(*arguments: object, **keywords: object) -> torch.Tensor:
+        return original(*arguments, **keywords) * float("nan")  # type: ignore[arg-type]
+
+    monkeypatch.setattr(workflow, "neighbour_loss", diverging)
+    output = tmp_path / "model.safetensors"
+    result = adapt([scans], output, minutes=BUDGET)
+    assert result.kept == "base" and result.guard.worse
+    assert read_metadata(output)["model"] == "cond_unet"  # the base model's own weights
+    assert "kept" in result.card["verdict"]
+    base = resolve("grey")
+    image = noisy_phantom(9).astype(np.float32)
+    assert np.allclose(resolve(str(output))(image), base(image), atol=1e-5)
+
+
+def test_guard_keeps_the_base_when_the_learning_rate_is_absurd(scans: Path, tmp_path: Path) -> None:
+    result = adapt([scans], tmp_path / "model.safetensors", minutes=BUDGET, learning_rate=10.0)
+    assert result.kept == "base", result.guard
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"inputs": ["missing.png"]}, "no such file"),
+        ({"output": "model.pt"}, "safetensors"),
+        ({"minutes": 0.0}, "minutes"),
+        ({"base": "nlm"}, "unknown base"),
+        ({"objective": "noise2void"}, "objective"),
+        ({"inputs": []}, "no inputs"),
+    ],
+)
+def test_bad_arguments_are_refused_clearly(
+    scans: Path, tmp_path: Path, arguments: dict[str, object], message: str
+) -> None:
+    call: dict[str, object] = {
+        "inputs": [scans],
+        "output": tmp_path / "model.safetensors",
+        "minutes": BUDGET,
+    }
+    call.update(arguments)
+    if isinstance(call["output"], str):
+        call["output"] = tmp_path / call["output"]
+    if call["inputs"] == ["missing.png"]:
+        call["inputs"] = [tmp_path / "missing.png"]
+    with pytest.raises(ValueError, match=message):
+        adapt(**call)  # type: ignore[arg-type]
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_colour_and_tiny_images_are_refused(tmp_path: Path) -> None:
+    colour = tmp_path / "colour.png"
+    PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), np.uint8)).save(
+        colour
+    )
+    with pytest.raises(ValueError, match="colour"):
+        adapt([colour], tmp_path / "model.safetensors", minutes=BUDGET)
+    tiny = write_png(tmp_path / "tiny.png", noisy_phantom(0, size=20))
+    with pytest.raises(ValueError, match="at least 32"):
+        adapt([tiny], tmp_path / "model.safetensors", minutes=BUDGET)
+
+
+def test_an_input_is_never_overwritten(scans: Path) -> None:
+    target = scans / "jane_doe_0.png"
+    with pytest.raises(ValueError):
+        adapt([target], target, minutes=BUDGET)
+    with pytest.raises(ValueError, match="overwrite"):
+        adapt([scans / "model.safetensors"], scans / "model.safetensors", minutes=BUDGET)
+
+
+def test_command_line(scans: Path, tmp_path: Path) -> None:
+    from meddenoise.cli import app
+
+    runner = CliRunner()
+    output = tmp_path / "cli.safetensors"
+    result = runner.invoke(app, ["adapt", str(scans), "-o", str(output), "--minutes", "0.01"])
+    assert result.exit_code in (0, 3), result.output
+    assert output.is_file() and "written" in result.output
+    failed = runner.invoke(app, ["adapt", str(tmp_path / "nothing"), "-o", str(output)])
+    assert failed.exit_code == 2 and "no such file" in failed.output
+
+
+def test_white_noise_keeps_the_base_model_without_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:64, 0:64] / 64
+    for index in range(3):
+        noisy = np.clip(0.4 + 0.2 * xx + 0.1 * yy + rng.normal(0.0, 0.05, (64, 64)), 0.0, 1.0)
+        write_png(tmp_path / f"white_{index}.png", noisy)
+    result = adapt([tmp_path], tmp_path / "model.safetensors", minutes=BUDGET)
+    assert result.kept == "base" and result.card["steps"] == 0
+    assert result.card["pd_factor"] == 1 and "white" in result.card["verdict"]
+    assert read_metadata(tmp_path / "model.safetensors")["model"] == "cond_unet"
+
+
+def test_early_stopping_ends_with_the_best_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    network = PDCondUNet(widths=(8, 16), blocks=(1, 1), pd_factor=2)
+    initial = {name: value.clone() for name, value in network.state_dict().items()}
+    scores = iter(range(10_000))  # every later validation scores worse: the start is best
+    monkeypatch.setattr(workflow, "validation_loss", lambda *arguments: float(next(scores)))
+    planes = [noisy_phantom(index)[..., None].astype(np.float32) for index in range(2)]
+    maps = [np.full((64, 64), 0.05, np.float32)] * 2
+    result = workflow.fine_tune(
+        network,
+        planes,
+        maps,
+        seconds=1.0,
+        rng=np.random.default_rng(0),
+        validation=(torch.zeros(1), torch.zeros(1)),
+    )
+    assert result.steps >= 1 and result.best_seconds == 0.0 and result.seconds < 1.0 + 0.5
+    for name, value in network.state_dict().items():
+        assert torch.equal(value, initial[name])
