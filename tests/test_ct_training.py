@@ -128,3 +128,10 @@ def test_calibrated_ct_training_runs(tmp_path) -> None:
     )
     result = fit(load_config(config), progress=False)
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_psnr"])
+
+
+def test_low_dose_ct_training_uses_the_sinogram_pool(tmp_path):
+    config = ct_config(tmp_path)
+    del config["data"]["window"]  # the legacy, uncalibrated path (no window, no body ellipse)
+    result = fit(load_config(config), progress=False)
+    assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_psnr"])

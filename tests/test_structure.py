@@ -126,3 +126,11 @@ def test_cli_is_thin() -> None:
 
 def test_train_is_the_loop() -> None:
     assert count_lines("train.py") < 450
+
+
+def test_the_command_starts_without_importing_torch() -> None:
+    # Every package registers its command at start (meddenoise.commands): none may pull torch in
+    # at import, or every command, `--help` included, starts seconds slower.
+    code = "import sys, meddenoise.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

@@ -387,21 +387,6 @@ def test_reference_configs_train_from_the_cli(config_path, tmp_path):
     assert (tmp_path / "run" / "best.safetensors").is_file()
 
 
-def test_low_dose_ct_training_uses_the_sinogram_pool(tmp_path):
-    config = tiny_config(tmp_path, epochs=2)
-    config["data"] = {
-        "mode": "synthetic",
-        "train": ["pydicom:CT_small.dcm"],
-        "val": ["pydicom:CT_small.dcm"],
-        "patch_size": 32,
-        "patches_per_epoch": 32,
-        "val_size": 64,
-    }
-    config["noise"] = {"kind": "low-dose-ct", "dose_fraction_range": [0.1, 0.5]}
-    result = fit(load_config(config), progress=False)
-    assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_psnr"])
-
-
 def test_fine_tuning_starts_from_the_given_weights(tmp_path):
     # A network without BatchNorm, whose running statistics would move even at lr ~ 0.
     small = {"name": "cond_unet", "arguments": {"widths": [8, 16], "blocks": [1, 1]}}
