@@ -58,6 +58,11 @@ def _worker_denoisers(settings: DenoiseSettings) -> DenoiserPerKind:
 
 def denoise_one(item: Item, settings: DenoiseSettings, resume: bool) -> ItemResult:
     """The task a worker runs: the serial runner's work on one item (skipped if complete)."""
+    # A worker killed while writing leaves its temporary file (".NAME.xxxxxxxx.part", beside the
+    # output; os.replace never ran): the task Dask reruns for that item removes it.
+    for output in item.outputs:
+        for stale in output.parent.glob(f".{output.name}.*"):
+            stale.unlink(missing_ok=True)
     (result,) = run_batch([item], settings.work(_worker_denoisers(settings)), resume=resume)
     return result
 
