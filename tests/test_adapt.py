@@ -98,10 +98,11 @@ def test_adapted_checkpoint_resolves_and_denoises(scans: Path, tmp_path: Path) -
     assert result.kept == "adapted"
     metadata = read_metadata(output)
     assert metadata["model"] == "pd_cond_unet"
-    assert metadata["arguments"]["pd_factor"] == result.card["pd_factor"]
-    # Told levels as the base model is: the grey model's per-pixel maps.
-    assert metadata["config"]["noise"]["level_map"] == "signal-dependent"
+    assert metadata["arguments"]["pd_factor"] == result.card["pd_factor"] > 1
+    # Told the level measured on its own sub-images, at inference as in adaptation.
+    assert metadata["config"]["noise"]["level_map"] == "sub-images"
     denoiser = resolve(str(output))
+    assert denoiser.level_map == "sub-images"
     image = noisy_phantom(7).astype(np.float32)
     denoised = denoiser(image)
     assert denoised.shape == image.shape and np.all(np.isfinite(denoised))
@@ -163,7 +164,9 @@ def test_guard_keeps_the_base_when_the_learning_rate_is_absurd(scans: Path, tmp_
     [
         ({"inputs": ["missing.png"]}, "no such file"),
         ({"output": "model.pt"}, "safetensors"),
-        ({"minutes": 0.0}, "minutes"),
+        ({"minutes": -1.0}, "minutes"),
+        ({"minutes": float("nan")}, "minutes"),
+        ({"objective": "n2n", "minutes": 0.0}, "budget"),
         ({"base": "nlm"}, "unknown base"),
         ({"objective": "noise2void"}, "objective"),
         ({"inputs": []}, "no inputs"),
@@ -250,3 +253,95 @@ def test_early_stopping_ends_with_the_best_weights(monkeypatch: pytest.MonkeyPat
     assert result.steps >= 1 and result.best_seconds == 0.0 and result.seconds < 1.0 + 0.5
     for name, value in network.state_dict().items():
         assert torch.equal(value, initial[name])
+
+
+def correlated_texture_free_planes(
+    seed: int, count: int, std: float, size: int = 128
+) -> list[np.ndarray]:
+    """Smooth phantoms with Gaussian noise of `std` through a 5 x 5 Gaussian kernel of sigma 1 px
+    (the adaptation benchmark's correlated noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    planes = []
+    for index in range(count):
+        clean = 0.3 + 0.3 * xx + 0.2 * ((xx - 0.5) ** 2 + (yy - 0.4 - 0.05 * index) ** 2 < 0.05)
+        white = rng.normal(0.0, 1.0, (size, size))
+        noise = gaussian_filter(white, 1.0, truncate=2.0)
+        planes.append(clean + noise * std / noise.std())
+    return planes
+
+
+def test_sub_image_level_reads_correlated_noise_that_the_image_estimate_misses() -> None:
+    from meddenoise.estimate import blind_noise_level, sub_image_noise_level
+
+    (plane,) = correlated_texture_free_planes(0, 1, 0.04)
+    assert blind_noise_level(plane) < 0.02  # read as signal by a patch PCA on the image
+    assert sub_image_noise_level(plane, 3) == pytest.approx(0.04, rel=0.15)
+    white = np.random.default_rng(1).normal(0.5, 0.04, (128, 128))
+    assert sub_image_noise_level(white, 1) == pytest.approx(0.04, rel=0.1)
+    assert sub_image_noise_level(white, 2) == pytest.approx(0.04, rel=0.1)
+    with pytest.raises(ValueError, match="factor"):
+        sub_image_noise_level(white, 0)
+
+
+def test_the_pd_factor_is_where_the_noise_reading_settles() -> None:
+    # 256² planes: on 128² ones the stride-4 sub-images (32²) read the noise about 10 % high
+    # and the choice becomes 4 (docs/adapt.md: the rule wants images of 256² or more).
+    planes = correlated_texture_free_planes(2, 3, 0.04, size=256)
+    measured = workflow.choose_pd_factor([plane[..., None] for plane in planes])
+    assert measured.pd_factor == 3, measured
+    assert measured.levels[0] < 0.5 * measured.levels[2]  # stride 1 reads it low
+    rng = np.random.default_rng(3)
+    white = [(0.5 + rng.normal(0.0, 0.04, (128, 128)))[..., None] for _ in range(3)]
+    assert workflow.choose_pd_factor(white).pd_factor == 1
+
+
+def test_a_sub_images_checkpoint_tells_levels_measured_on_its_sub_images(tmp_path: Path) -> None:
+    from meddenoise.estimate import sub_image_noise_level
+
+    (plane,) = correlated_texture_free_planes(4, 1, 0.04)
+    network = PDCondUNet(pd_factor=3)
+    network.load_state_dict(resolve("grey", precision="fp32").network.state_dict())
+    denoiser = workflow.denoiser_for(network, "sub-images", "adapted")
+    assert denoiser.noise_level(plane) == sub_image_noise_level(plane, 3)
+    with torch.no_grad():
+        tensor = torch.from_numpy(plane.astype(np.float32))[None, None]
+        level = torch.full((1, 1, 1, 1), sub_image_noise_level(plane, 3))
+        expected = network.eval()(tensor, level)[0, 0].numpy()
+    assert np.allclose(denoiser(plane.astype(np.float32)), expected, atol=1e-4)
+
+
+def test_calibration_alone_removes_correlated_noise_the_base_model_keeps(tmp_path: Path) -> None:
+    clean = correlated_texture_free_planes(5, 4, 0.0)
+    noisy = correlated_texture_free_planes(5, 4, 0.05)
+    for index, plane in enumerate(noisy):
+        write_png(tmp_path / f"scan_{index}.png", np.clip(plane, 0.0, 1.0))
+    result = adapt([tmp_path], tmp_path / "model.safetensors")  # minutes 0: calibration only
+    assert result.kept == "adapted" and result.card["steps"] == 0, result.card["verdict"]
+    adapted, base = resolve(str(tmp_path / "model.safetensors")), resolve("grey")
+    image = np.clip(noisy[0], 0.0, 1.0).astype(np.float32)
+    adapted_error = np.sqrt(np.mean((adapted(image) - clean[0]) ** 2))
+    base_error = np.sqrt(np.mean((base(image) - clean[0]) ** 2))
+    assert adapted_error < 0.6 * base_error, (adapted_error, base_error)
+    # A MONAI bundle's scripts cannot measure levels on sub-images: refused, nothing written.
+    from meddenoise.export import export_model
+
+    with pytest.raises(ValueError, match="sub-images"):
+        export_model(tmp_path / "model.safetensors", "monai-bundle", tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_clean_textured_images_leave_the_base_model_in_place(tmp_path: Path) -> None:
+    """The issue's guard test: the "noise" is fine anatomy-like texture (scikit-image's brick,
+    grass and gravel photographs, no noise added); adaptation must not learn to remove it."""
+    from skimage import data
+
+    for name in ("brick", "grass", "gravel"):
+        texture = getattr(data, name)()
+        for index, (top, left) in enumerate(((0, 0), (256, 256))):
+            crop = texture[top : top + 128, left : left + 128] / 255.0
+            write_png(tmp_path / f"{name}_{index}.png", crop)
+    output = tmp_path / "model.safetensors"
+    result = adapt([tmp_path], output)
+    assert result.kept == "base" and result.guard.worse, result.card["verdict"]
+    assert read_metadata(output)["model"] == "cond_unet"

@@ -49,11 +49,13 @@ class Checkpoint:
 
     @property
     def level_map(self) -> str:
-        """ "signal-dependent" when the network trained on per-pixel noise maps, else "scalar"."""
+        """How the network is told noise levels: "signal-dependent" when it trained on per-pixel
+        noise maps, "sub-images" when it was adapted to correlated noise (`meddenoise.adapt`),
+        else "scalar"."""
         config = self.metadata.get("config")
         noise = config.get("noise") if isinstance(config, dict) else None
         level_map = noise.get("level_map", "scalar") if isinstance(noise, dict) else "scalar"
-        return "signal-dependent" if level_map == "signal-dependent" else "scalar"
+        return level_map if level_map in ("signal-dependent", "sub-images") else "scalar"
 
 
 def _git(*arguments: str) -> str | None:

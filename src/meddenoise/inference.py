@@ -24,13 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from meddenoise.estimate import blind_noise_level, blind_noise_map
+from meddenoise.estimate import blind_noise_level, blind_noise_map, sub_image_noise_level
 from meddenoise.types import PRECISIONS, FloatArray, layout_of
 
 logger = logging.getLogger(__name__)
 
 # Where a network runs: torch itself, or its ONNX export in ONNX Runtime (the `export` extra).
 BACKENDS = ("torch", "onnxruntime")
+# How a conditioned network is told the noise level (`NeuralDenoiser.level_map`).
+LEVEL_MAPS = ("scalar", "signal-dependent", "sub-images")
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -221,8 +223,10 @@ class NeuralDenoiser:
     - `network`: an `nn.Module` mapping (B, C, H, W) -> (B, C, H, W); a network whose class says
       `conditioned = True` also takes a noise map (B, 1, H, W) of the noise std in [0, 1] units.
     - `sigma`: the noise level for conditioned networks; None estimates it from each image.
-    - `level_map`: "scalar" (one estimated std per image) or "signal-dependent" (for networks
-      trained on per-pixel maps: a Poisson-Gaussian fit gives grey images a per-pixel std map).
+    - `level_map`: "scalar" (one estimated std per image), "signal-dependent" (for networks
+      trained on per-pixel maps: a Poisson-Gaussian fit gives grey images a per-pixel std map) or
+      "sub-images" (one std per image measured on the network's ``pd_factor`` pixel-shuffle
+      sub-images, `estimate.sub_image_noise_level`: for networks adapted to correlated noise).
     - `precision`: "auto" (the default: bf16 where the device runs it natively, fp32 elsewhere),
       "fp32", or "bf16" (still fp32 where bf16 would be emulated; see `resolve_precision`).  Its
       cost against fp32 is measured in docs/models.md.
@@ -243,9 +247,9 @@ class NeuralDenoiser:
     backend: str = "torch"
 
     def __post_init__(self) -> None:
-        if self.level_map not in ("scalar", "signal-dependent"):
+        if self.level_map not in LEVEL_MAPS:
             raise ValueError(
-                f"level_map must be scalar or signal-dependent, got {self.level_map!r}"
+                f"level_map must be one of {', '.join(LEVEL_MAPS)}, got {self.level_map!r}"
             )
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
@@ -287,9 +291,13 @@ class NeuralDenoiser:
         conditioned = bool(getattr(self.network, "conditioned", False))
         return first.in_channels - (1 if conditioned else 0)
 
-    def _noise_level(self, plane: np.ndarray) -> float:
+    def noise_level(self, plane: np.ndarray) -> float:
+        """The one noise std this network is told for `plane` (H, W) or (H, W, C) when no
+        per-pixel map applies: `sigma` when given, else measured by the `level_map` rule."""
         if self.sigma is not None:
             return self.sigma
+        if self.level_map == "sub-images":
+            return sub_image_noise_level(plane, int(getattr(self.network, "pd_factor", 1)))
         return blind_noise_level(plane)
 
     def _noise_map(self, plane: np.ndarray) -> np.ndarray | None:
@@ -309,7 +317,7 @@ class NeuralDenoiser:
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self._device)
         level = 0.0
         if conditioned and noise_map is None:
-            level = self._noise_level(image[..., 0] if grey else image)
+            level = self.noise_level(image[..., 0] if grey else image)
 
         def forward(batch: torch.Tensor) -> torch.Tensor:
             batch = batch.contiguous(memory_format=torch.channels_last)

@@ -101,19 +101,20 @@ def _network_level(
     if denoiser.sigma is not None:
         return _constant(shape, denoiser.sigma), False, True, "given (sigma)"
     # The network sees one plane at a time (a volume's slices; a colour image whole when it
-    # takes colour, channel by channel otherwise).
+    # takes colour, channel by channel otherwise), and is told the level its own rule measures.
+    measure = getattr(denoiser, "noise_level", blind_noise_level)
     if layout == "colour":
         if getattr(denoiser, "channels", 3) == 3:
-            level = blind_noise_level(array)
+            level = measure(array)
         else:
-            level = float(np.mean([blind_noise_level(array[..., index]) for index in range(3)]))
+            level = float(np.mean([measure(array[..., index]) for index in range(3)]))
         return _constant(shape, level), False, True, "estimated (blind_noise_level)"
     signal_dependent = getattr(denoiser, "level_map", "scalar") == "signal-dependent"
     maps, per_pixel = [], False
     for plane in _planes(array, layout):
         level_map = blind_noise_map(plane) if signal_dependent else None
         if level_map is None:
-            maps.append(_constant(plane.shape, blind_noise_level(plane)))
+            maps.append(_constant(plane.shape, measure(plane)))
         else:
             maps.append(level_map.astype(np.float32))
             per_pixel = True

@@ -1,11 +1,14 @@
 """``python -m meddenoise.adapt.benchmark``: adaptation on noise the shipped models never saw.
 
-Run by hand, not in CI (tens of minutes on one core).  For each noise setting the noisy crops
-of a few held-out images (the test split's and the held-out MR set's, `meddenoise.benchmark`)
-are what a user would adapt on; the clean crops are used for nothing but the PSNR/SSIM scores.
-Rows: the noisy input, the base model blind, BM3D told the true noise power spectrum, and the
-adapted model after each budget in ``--minutes`` (snapshots of one run), plus plain
-Neighbor2Neighbor (``n2n``, forced) after ``--n2n-minutes``.
+Run by hand, not in CI (minutes to tens of minutes on one core).  For each noise setting the
+noisy crops of a few images are what a user would adapt on; the clean crops are used for nothing
+but the PSNR/SSIM scores.  ``--images`` picks them (`IMAGE_SETS`): ``tuning`` (outside the test
+split: every setting of `adapt` was chosen there), ``final`` (test-split and held-out MR images
+no earlier adaptation run looked at: the measurement), ``seen`` (the images of the session-5
+runs, for reproducing them).  Rows: the noisy input, the base model blind, BM3D told the true
+noise power spectrum, the calibrated network (`adapt`'s default: no fine-tuning), the
+fine-tuned one after each budget in ``--minutes`` (snapshots of one run; none with
+``--minutes 0``), plus plain Neighbor2Neighbor (``n2n``, forced) after ``--n2n-minutes``.
 
 Settings:
 
@@ -30,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,10 +50,11 @@ from meddenoise.adapt.workflow import (
 )
 from meddenoise.arrays import central_crop
 
+if TYPE_CHECKING:
+    from meddenoise.benchmark import TestImage
+
 logger = logging.getLogger(__name__)
 
-GREY_IMAGES = ("CT head", "MR shoulder", "MR head sagittal T1", "MR brain T1 template z108")
-CT_IMAGES = ("CT head", "CT abdomen")
 CROP = 256
 KERNEL_SIGMA = 1.0
 SETTINGS = ("corr-weak", "corr-strong", "white", "ct-hamming")
@@ -92,31 +97,97 @@ def correlated_noise(
     return noise, psd
 
 
-def _images(labels: Sequence[str]) -> dict[str, np.ndarray]:
-    from meddenoise.benchmark import HELDOUT_MR, TEST_IMAGES, load_test_image
+@dataclass(frozen=True)
+class ImageSet:
+    """The grey images (`meddenoise.benchmark.TestImage`) and the CT entries of one run."""
+
+    grey: tuple[TestImage, ...]
+    ct: tuple[tuple[str, str], ...]  # (label, data entry)
+
+
+def _image_sets() -> dict[str, ImageSet]:
+    from meddenoise.benchmark import HELDOUT_MR, TEST_IMAGES, TestImage
 
     known = {image.label: image for image in (*TEST_IMAGES, *HELDOUT_MR)}
-    return {label: central_crop(load_test_image(known[label]), CROP) for label in labels}
+    return {
+        # Outside the test split and the held-out MR set (`meddenoise.splits` refuses them in
+        # training, not here: these are for choosing settings, which the test split never is).
+        "tuning": ImageSet(
+            (
+                TestImage("camera", "camera", 2, "CR", source="skimage"),
+                TestImage(
+                    "MR abdomen",
+                    "pydicom:MR-SIEMENS-DICOM-WithOverlays.dcm",
+                    1,
+                    "MR",
+                    source="entry",
+                ),
+                TestImage("CT neck", "pydicom:bad_sequence.dcm", 1, "CT", source="entry"),
+                TestImage("CR leg", "pydicom:RG3_UNCR.dcm", 4, "CR", source="entry"),
+            ),
+            (
+                ("CT neck", "pydicom:bad_sequence.dcm"),
+                ("CT head (J2K)", "pydicom:J2K_pixelrep_mismatch.dcm"),
+            ),
+        ),
+        # Test-split and held-out MR images that no adaptation run before 2026-11-29 session 6
+        # scored.  No CT is left unseen: the test split's two CT slices served ct-hamming in the
+        # session-5 runs, whose residual-size guard was set after seeing them.
+        "final": ImageSet(
+            tuple(
+                known[label]
+                for label in (
+                    "CR chest",
+                    "MR brain T1 template z56",
+                    "MR brain EPI z16",
+                    "MR neck TOF angiogram",
+                )
+            ),
+            (("CT head", "pydicom:693_UNCR.dcm"), ("CT abdomen", "pydicom:explicit_VR-UN.dcm")),
+        ),
+        # The images of the session-5 runs 1 and 2 (docs/adapt.md).
+        "seen": ImageSet(
+            tuple(
+                known[label]
+                for label in (
+                    "CT head",
+                    "MR shoulder",
+                    "MR head sagittal T1",
+                    "MR brain T1 template z108",
+                )
+            ),
+            (("CT head", "pydicom:693_UNCR.dcm"), ("CT abdomen", "pydicom:explicit_VR-UN.dcm")),
+        ),
+    }
 
 
-def gaussian_cases(setting: str, seed: int) -> list[Case]:
+IMAGE_SET_NAMES = ("tuning", "final", "seen")
+
+
+def _images(images: Sequence[TestImage]) -> dict[str, np.ndarray]:
+    from meddenoise.benchmark import load_test_image
+
+    return {image.label: central_crop(load_test_image(image), CROP) for image in images}
+
+
+def gaussian_cases(setting: str, images: Sequence[TestImage], seed: int) -> list[Case]:
     std = {"corr-weak": 10 / 255, "corr-strong": 20 / 255, "white": 15 / 255}[setting]
     kernel = None if setting == "white" else blur_kernel()
     rng = np.random.default_rng(seed)
     cases = []
-    for label, clean in _images(GREY_IMAGES).items():
+    for label, clean in _images(images).items():
         noise, psd = correlated_noise(clean.shape, std, kernel, rng)
         cases.append(Case(label, clean, (clean + noise).astype(np.float32), psd))
     return cases
 
 
-def ct_cases(seed: int) -> list[Case]:
-    from meddenoise.benchmark import CT_GRID_IMAGES, load_ct_slice
+def ct_cases(entries: Sequence[tuple[str, str]], seed: int) -> list[Case]:
+    from meddenoise.benchmark import load_ct_slice
     from meddenoise.noise import LowDoseCT
 
     rng = np.random.default_rng(seed)
     cases = []
-    for label, entry in zip(CT_IMAGES, CT_GRID_IMAGES, strict=True):
+    for label, entry in entries:
         ct_slice = load_ct_slice(entry, clean_reference=False)
         model = LowDoseCT(
             dose_fraction=CT_DOSE,
@@ -191,8 +262,8 @@ def adapted_rows(
     seed: int,
     early_stopping: bool = True,
 ) -> tuple[list[Row], str]:
-    """Fine-tune once for max(minutes), scoring a snapshot at each budget; the guard's verdict
-    on the final network."""
+    """`adapt`'s calibrated network (pd-n2n), then one fine-tuning run of max(minutes) scored at
+    each budget; the guard's verdict on the last network."""
     from meddenoise.checkpoint import load_checkpoint
     from meddenoise.methods import shipped_weights
     from meddenoise.models.pd_cond_unet import PDCondUNet
@@ -202,56 +273,67 @@ def adapted_rows(
     checkpoint = load_checkpoint(path)
     planes = [case.noisy[..., None] for case in cases]
     training, held_back = hold_back(planes)
-    factor = 1 if objective == "n2n" else choose_pd_factor(training)[0]
+    measured = choose_pd_factor(training)
+    factor = 1 if objective == "n2n" else measured.pd_factor
     if objective != "n2n" and factor == 1:  # measured white: `adapt` keeps the base model
         base = denoiser_for(checkpoint.network, checkpoint.level_map, "grey")
         row = score(setting, "adapt (noise white: base kept)", cases, lambda c: base(c.noisy))
-        return [row], f"{setting}: noise measured white, adapt keeps the base model"
+        return [row], f"{setting}: noise measured white ({measured.levels}), base model kept"
+    levels = "sub-images" if objective != "n2n" else checkpoint.level_map
     network = PDCondUNet(**checkpoint.arguments, pd_factor=factor)
     network.load_state_dict(checkpoint.network.state_dict())
-    level_maps = [inference_level_map(plane, checkpoint.level_map) for plane in training]
-    rows: list[Row] = []
     name = f"{objective} (PD {factor})" if objective != "n2n" else "n2n"
-    if not early_stopping:
-        name += ", no early stop"
+    rows: list[Row] = []
+    if objective != "n2n":
+        calibrated = denoiser_for(network, levels, name)
+        rows.append(score(setting, f"calibrated (PD {factor})", cases,
+                          lambda c: calibrated(c.noisy)))  # fmt: skip
+    budgets = [value for value in minutes if value > 0]
+    tuned = None
+    if budgets:
+        level_maps = [inference_level_map(plane, levels, factor) for plane in training]
+        if not early_stopping:
+            name += ", no early stop"
 
-    def snapshot(seconds: float, current: PDCondUNet) -> None:
-        denoiser = denoiser_for(copy.deepcopy(current), checkpoint.level_map, name)
-        rows.append(
-            score(setting, f"{name} {seconds / 60:g} min", cases, lambda c: denoiser(c.noisy))
+        def snapshot(seconds: float, current: PDCondUNet) -> None:
+            denoiser = denoiser_for(copy.deepcopy(current), levels, name)
+            rows.append(
+                score(setting, f"{name} {seconds / 60:g} min", cases, lambda c: denoiser(c.noisy))
+            )
+
+        rng = np.random.default_rng(seed)
+        validation = None
+        if early_stopping:
+            held_maps = [inference_level_map(plane, levels, factor) for plane in held_back]
+            patch = patch_side([*training, *held_back], factor)
+            validation = validation_patches(held_back, held_maps, patch, rng)
+        tuned = fine_tune(
+            network,
+            training,
+            level_maps,
+            seconds=max(budgets) * 60,
+            rng=rng,
+            validation=validation,
+            snapshots=[60 * value for value in budgets],
+            on_snapshot=snapshot,
         )
-
-    rng = np.random.default_rng(seed)
-    validation = None
-    if early_stopping:
-        held_maps = [inference_level_map(plane, checkpoint.level_map) for plane in held_back]
-        patch = patch_side([*training, *held_back], factor)
-        validation = validation_patches(held_back, held_maps, patch, rng)
-    tuned = fine_tune(
-        network,
-        training,
-        level_maps,
-        seconds=max(minutes) * 60,
-        rng=rng,
-        validation=validation,
-        snapshots=[60 * value for value in minutes],
-        on_snapshot=snapshot,
-    )
     report = compare(
         denoiser_for(checkpoint.network, checkpoint.level_map, "grey"),
-        denoiser_for(network, checkpoint.level_map, name),
+        denoiser_for(network, levels, name),
         [plane[..., 0] for plane in held_back],
     )
     verdict = "keeps base" if report.worse else "writes adapted"
     summary = (
-        f"{setting} {name}: guard {verdict}; method noise {report.method_noise_base:.3f} -> "
+        f"{setting} {name}{' fine-tuned' if tuned else ' calibrated'}: guard {verdict}; "
+        f"method noise {report.method_noise_base:.3f} -> "
         f"{report.method_noise_adapted:.3f}, above its surrogate {report.structure_base:.3f} -> "
         f"{report.structure_adapted:.3f}, correlation mismatch "
         f"{report.correlation_mismatch_base:.3f} -> {report.correlation_mismatch_adapted:.3f}, "
         f"residual / noise std {report.residual_ratio_base:.2f} -> "
         f"{report.residual_ratio_adapted:.2f}"
-        f" (noise correlation {np.round(report.noise_correlation, 3).tolist()}); "
-        f"{tuned.steps} steps, weights of {tuned.best_seconds} s kept"
+        f" (noise correlation {np.round(report.noise_correlation, 3).tolist()}; noise std by "
+        f"PD stride {np.round(measured.levels, 4).tolist()})"
+        + (f"; {tuned.steps} steps, weights of {tuned.best_seconds} s kept" if tuned else "")
     )
     logger.info("%s", summary)
     return rows, summary
@@ -263,15 +345,20 @@ def run(
     n2n_minutes: float | None,
     seed: int,
     *,
+    images: str = "final",
     early_stopping: bool = True,
 ) -> tuple[list[Row], list[str]]:
     from meddenoise.methods import resolve
 
+    chosen = _image_sets()[images]
     base = resolve("grey", precision="fp32")
     rows: list[Row] = []
     guard_lines: list[str] = []
     for setting in settings:
-        cases = ct_cases(seed) if setting == "ct-hamming" else gaussian_cases(setting, seed)
+        if setting == "ct-hamming":
+            cases = ct_cases(chosen.ct, seed)
+        else:
+            cases = gaussian_cases(setting, chosen.grey, seed)
         rows.append(score(setting, "noisy", cases, lambda c: c.noisy))
         rows.append(score(setting, "grey (base, blind)", cases, lambda c: base(c.noisy)))
         rows.append(score(setting, "BM3D (true PSD)", cases, bm3d_psd))
@@ -304,7 +391,10 @@ def main(arguments: list[str] | None = None) -> None:
     """Run the adaptation benchmark and print a Markdown table (and write it with ``-o``)."""
     parser = argparse.ArgumentParser(prog="python -m meddenoise.adapt.benchmark")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
-    parser.add_argument("--minutes", nargs="+", type=float, default=[1.0, 3.0, 10.0])
+    parser.add_argument("--images", default="final", choices=IMAGE_SET_NAMES)
+    parser.add_argument(
+        "--minutes", nargs="+", type=float, default=[1.0, 3.0], help="0: calibration only"
+    )
     parser.add_argument("--n2n-minutes", type=float, default=1.0, help="0: no n2n rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-early-stopping", action="store_true")
@@ -317,12 +407,14 @@ def main(arguments: list[str] | None = None) -> None:
         parsed.minutes,
         parsed.n2n_minutes,
         parsed.seed,
+        images=parsed.images,
         early_stopping=not parsed.no_early_stopping,
     )
     text = "\n".join(
         [
             f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-            f"{platform.python_implementation()} {platform.python_version()}; "
+            f"{platform.python_implementation()} {platform.python_version()}; images "
+            f"{parsed.images!r}; "
             f"{(time.monotonic() - started) / 60:.1f} min in all.",
             "",
             table(rows),

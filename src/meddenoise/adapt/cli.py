@@ -1,4 +1,5 @@
-"""``meddenoise adapt``: fine-tune a shipped model on the user's own noisy images."""
+"""``meddenoise adapt``: calibrate (and optionally fine-tune) a shipped model on the user's own
+noisy images."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ def adapt_command(
         Path, typer.Option("-o", "--output", help="The checkpoint to write (.safetensors).")
     ],
     base: Annotated[str, typer.Option(help="The shipped model to start from.")] = "grey",
-    minutes: Annotated[float, typer.Option(help="Wall-clock budget of the fine-tuning.")] = 5.0,
+    minutes: Annotated[
+        float,
+        typer.Option(help="Fine-tuning budget in minutes; 0 (the default): calibration only."),
+    ] = 0.0,
     objective: Annotated[
         str, typer.Option(help="pd-n2n (correlated noise; the default) or n2n.")
     ] = "pd-n2n",
@@ -32,11 +36,12 @@ def adapt_command(
 ) -> None:
     """Adapt a shipped model to your scanner's noise, without clean images.
 
-    Holds back a fifth of the images, fine-tunes on the rest for --minutes, and writes the
-    adapted network only if, on the held-back images, it removes no more anatomy and leaves a
-    residual no less like the noise than the base model; otherwise it writes the base model's
-    weights (exit code 3) and says why.  Use the result with
-    ``meddenoise denoise ... --method MODEL.safetensors``.
+    Measures the noise on your images (how far it is correlated, how strong), runs the base
+    network on pixel-shuffle sub-images where that noise is white (fine-tuning it for --minutes
+    if asked), and writes the adapted network only if, on a held-back fifth of the images, it
+    removes no more anatomy and leaves a residual no less like the noise than the base model;
+    otherwise it writes the base model's weights (exit code 3) and says why.  Use the result
+    with ``meddenoise denoise ... --method MODEL.safetensors``.
     """
     from meddenoise.adapt import AdaptProgress, adapt
 

@@ -289,6 +289,14 @@ def write_bundle(source: ExportSource, output: Path) -> None:
 
     from meddenoise.export import bundle_scripts
 
+    if source.level_map not in ("scalar", "signal-dependent"):
+        # The bundle's scripts measure levels as the shipped models are told them; an adapted
+        # model's sub-image rule (`estimate.sub_image_noise_level`) is not among them.
+        raise ValueError(
+            f"{source.name} is told noise levels measured on its pixel-shuffle sub-images "
+            "(an adapted model); the MONAI bundle cannot do that yet: export it as onnx or "
+            "torch-export, whose sidecar names the rule"
+        )
     sources = network_sources(source.network)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
