@@ -309,6 +309,12 @@ def test_a_sub_images_checkpoint_tells_levels_measured_on_its_sub_images(tmp_pat
         level = torch.full((1, 1, 1, 1), sub_image_noise_level(plane, 3))
         expected = network.eval()(tensor, level)[0, 0].numpy()
     assert np.allclose(denoiser(plane.astype(np.float32)), expected, atol=1e-4)
+    # `--noise-map` and the viewer's overlay report the level the network was told.
+    from meddenoise.noise_map import noise_level_unit
+
+    values, per_pixel, told, _ = noise_level_unit(plane, "grey", denoiser)
+    assert told and not per_pixel
+    assert np.allclose(values, sub_image_noise_level(plane, 3))
 
 
 def test_calibration_alone_removes_correlated_noise_the_base_model_keeps(tmp_path: Path) -> None:
