@@ -497,11 +497,11 @@ def sub_image_noise_level(image: np.ndarray, factor: int) -> float:
     """The noise std of `image` (H, W) or (H, W, C) measured on its pixel-shuffle sub-images.
 
     Noise correlated over a few pixels (a CT kernel, k-space filtering, detector blur) looks like
-    smooth signal to a patch-PCA estimate: on a 256² crop with Gaussian noise of std 10/255
-    through a 5 x 5 Gaussian kernel of sigma 1 px, `blind_noise_level` read 0.2-1.7/255.  In the
-    sub-images ``image[i::factor, j::factor]`` neighbouring pixels lie `factor` pixels apart and
-    such noise is nearly white: `blind_noise_level_weak_texture` on each reads 9.6-10.4/255 there
-    (docs/adapt.md).  Returns the root mean square over the ``factor²`` sub-images; with
+    smooth signal to a patch-PCA estimate: on four 256² tuning crops with Gaussian noise of std
+    10/255 through a 5 x 5 Gaussian kernel of sigma 1 px, `blind_noise_level` read 0.2-6.0/255.
+    In the sub-images ``image[i::factor, j::factor]`` neighbouring pixels lie `factor` pixels
+    apart and such noise is nearly white: `blind_noise_level_weak_texture` on each read
+    9.5-10.0/255 at factor 3 (docs/adapt.md).  Returns the root mean square over the ``factor²`` sub-images; with
     ``factor=1`` it is `blind_noise_level_weak_texture` of the image.
     """
     values = np.asarray(image)
