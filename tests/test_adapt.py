@@ -351,3 +351,23 @@ def test_clean_textured_images_leave_the_base_model_in_place(tmp_path: Path) -> 
     result = adapt([tmp_path], output)
     assert result.kept == "base" and result.guard.worse, result.card["verdict"]
     assert read_metadata(output)["model"] == "cond_unet"
+
+
+def test_the_guard_refuses_structure_above_its_limit_even_below_the_base_models() -> None:
+    """Where the base model's own residual holds structure, a candidate that holds less, but
+    still more than `STRUCTURE_LIMIT`, is refused: the guard compares against the base model
+    *and* against an absolute limit (mild CT noise let a harmful network through without it)."""
+    from skimage import data
+
+    from meddenoise.adapt.guard import STRUCTURE_LIMIT, compare
+
+    clean = data.camera()[128:384, 128:384] / 255.0
+    noisy = clean + gaussian_filter(np.random.default_rng(0).normal(0.0, 0.03, clean.shape), 1.0)
+    report = compare(
+        lambda image: gaussian_filter(image, 2.5),  # "base": removes much anatomy
+        lambda image: gaussian_filter(image, 1.5),  # candidate: less, still a lot
+        [noisy],
+    )
+    assert report.structure_adapted < report.structure_base
+    assert report.structure_adapted > STRUCTURE_LIMIT
+    assert report.worse and "structure" in report.reason

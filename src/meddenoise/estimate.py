@@ -501,8 +501,8 @@ def sub_image_noise_level(image: np.ndarray, factor: int) -> float:
     10/255 through a 5 x 5 Gaussian kernel of sigma 1 px, `blind_noise_level` read 0.2-6.0/255.
     In the sub-images ``image[i::factor, j::factor]`` neighbouring pixels lie `factor` pixels
     apart and such noise is nearly white: `blind_noise_level_weak_texture` on each read
-    9.5-10.0/255 at factor 3 (docs/adapt.md).  Returns the root mean square over the ``factor²`` sub-images; with
-    ``factor=1`` it is `blind_noise_level_weak_texture` of the image.
+    9.5-10.0/255 at factor 3 (docs/adapt.md).  Returns the root mean square over the
+    ``factor²`` sub-images; with ``factor=1`` it is `blind_noise_level_weak_texture` of the image.
     """
     values = np.asarray(image)
     if factor < 1:
