@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from meddenoise import metrics
-from meddenoise.adapt.guard import compare
+from meddenoise.adapt.guard import GuardReport, compare
 from meddenoise.adapt.workflow import (
+    NoiseMeasurement,
     choose_pd_factor,
     denoiser_for,
     fine_tune,
@@ -261,9 +262,9 @@ def adapted_rows(
     objective: str,
     seed: int,
     early_stopping: bool = True,
-) -> tuple[list[Row], str]:
+) -> tuple[list[Row], list[str]]:
     """`adapt`'s calibrated network (pd-n2n), then one fine-tuning run of max(minutes) scored at
-    each budget; the guard's verdict on the last network."""
+    each budget; the guard's verdict on the calibrated and on the fine-tuned network."""
     from meddenoise.checkpoint import load_checkpoint
     from meddenoise.methods import shipped_weights
     from meddenoise.models.pd_cond_unet import PDCondUNet
@@ -276,16 +277,21 @@ def adapted_rows(
     measured = choose_pd_factor(training)
     factor = 1 if objective == "n2n" else measured.pd_factor
     if objective != "n2n" and factor == 1:  # measured white: `adapt` keeps the base model
-        base = denoiser_for(checkpoint.network, checkpoint.level_map, "grey")
-        row = score(setting, "adapt (noise white: base kept)", cases, lambda c: base(c.noisy))
-        return [row], f"{setting}: noise measured white ({measured.levels}), base model kept"
+        kept = denoiser_for(checkpoint.network, checkpoint.level_map, "grey")
+        row = score(setting, "adapt (noise white: base kept)", cases, lambda c: kept(c.noisy))
+        correlation = np.round(measured.correlation, 3).tolist()
+        return [row], [f"{setting}: noise measured white ({correlation}), base model kept"]
     levels = "sub-images" if objective != "n2n" else checkpoint.level_map
     network = PDCondUNet(**checkpoint.arguments, pd_factor=factor)
     network.load_state_dict(checkpoint.network.state_dict())
     name = f"{objective} (PD {factor})" if objective != "n2n" else "n2n"
     rows: list[Row] = []
+    base = denoiser_for(checkpoint.network, checkpoint.level_map, "grey")
+    guard_planes = [plane[..., 0] for plane in held_back]
+    # The guard on the network before any fine-tuning (for n2n: the base weights at stride 1).
+    calibrated = denoiser_for(copy.deepcopy(network), levels, name)
+    calibrated_report = compare(base, calibrated, guard_planes)
     if objective != "n2n":
-        calibrated = denoiser_for(network, levels, name)
         rows.append(score(setting, f"calibrated (PD {factor})", cases,
                           lambda c: calibrated(c.noisy)))  # fmt: skip
     budgets = [value for value in minutes if value > 0]
@@ -317,15 +323,23 @@ def adapted_rows(
             snapshots=[60 * value for value in budgets],
             on_snapshot=snapshot,
         )
-    report = compare(
-        denoiser_for(checkpoint.network, checkpoint.level_map, "grey"),
-        denoiser_for(network, levels, name),
-        [plane[..., 0] for plane in held_back],
-    )
+    lines = [guard_line(f"{setting} {name} calibrated", calibrated_report, measured)]
+    if tuned is not None:
+        report = compare(base, denoiser_for(network, levels, name), guard_planes)
+        lines.append(
+            guard_line(f"{setting} {name} fine-tuned", report, measured)
+            + f"; {tuned.steps} steps, weights of {tuned.best_seconds} s kept"
+        )
+    for line in lines:
+        logger.info("%s", line)
+    return rows, lines
+
+
+def guard_line(label: str, report: GuardReport, measured: NoiseMeasurement) -> str:
+    """The guard's verdict and figures, and what the noise measured, in one line."""
     verdict = "keeps base" if report.worse else "writes adapted"
-    summary = (
-        f"{setting} {name}{' fine-tuned' if tuned else ' calibrated'}: guard {verdict}; "
-        f"method noise {report.method_noise_base:.3f} -> "
+    return (
+        f"{label}: guard {verdict}; method noise {report.method_noise_base:.3f} -> "
         f"{report.method_noise_adapted:.3f}, above its surrogate {report.structure_base:.3f} -> "
         f"{report.structure_adapted:.3f}, correlation mismatch "
         f"{report.correlation_mismatch_base:.3f} -> {report.correlation_mismatch_adapted:.3f}, "
@@ -333,10 +347,7 @@ def adapted_rows(
         f"{report.residual_ratio_adapted:.2f}"
         f" (noise correlation {np.round(report.noise_correlation, 3).tolist()}; noise std by "
         f"PD stride {np.round(measured.levels, 4).tolist()})"
-        + (f"; {tuned.steps} steps, weights of {tuned.best_seconds} s kept" if tuned else "")
     )
-    logger.info("%s", summary)
-    return rows, summary
 
 
 def run(
@@ -362,13 +373,13 @@ def run(
         rows.append(score(setting, "noisy", cases, lambda c: c.noisy))
         rows.append(score(setting, "grey (base, blind)", cases, lambda c: base(c.noisy)))
         rows.append(score(setting, "BM3D (true PSD)", cases, bm3d_psd))
-        adapted, line = adapted_rows(
+        adapted, lines = adapted_rows(
             setting, cases, minutes, objective="pd-n2n", seed=seed, early_stopping=early_stopping
         )
         rows.extend(adapted)
-        guard_lines.append(line)
+        guard_lines.extend(lines)
         if n2n_minutes:
-            plain, line = adapted_rows(
+            plain, lines = adapted_rows(
                 setting,
                 cases,
                 [n2n_minutes],
@@ -377,7 +388,7 @@ def run(
                 early_stopping=early_stopping,
             )
             rows.extend(plain)
-            guard_lines.append(line)
+            guard_lines.extend(lines)
     return rows, guard_lines
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "AdaptProgress",
     "AdaptResult",
     "FineTuneResult",
+    "NoiseMeasurement",
     "Planes",
     "adapt",
     "choose_pd_factor",
