@@ -371,6 +371,7 @@ def test_reference_configs_train_from_the_cli(config_path, tmp_path):
         "epochs=1",
         "data.patches_per_epoch=8",
         "data.val_size=64",
+        "data.val_draws=1",  # ct_lowdose_calibrated's 8 in-body CT simulations took minutes
         "batch_size=4",
         f"output={tmp_path / 'run'}",
         "baselines=[]",
