@@ -250,12 +250,14 @@ def hold_back(
             )
         training, guard = [plane[:-rows]], [plane[-rows:]]
 
-    def spread(values: list[np.ndarray], limit: int) -> list[np.ndarray]:
-        if len(values) <= limit:
-            return values
-        return [values[index] for index in np.linspace(0, len(values) - 1, limit).round()]
+    return _spread(training, MAX_TRAINING_PLANES), _spread(guard, MAX_GUARD_PLANES)
 
-    return spread(training, MAX_TRAINING_PLANES), spread(guard, MAX_GUARD_PLANES)
+
+def _spread(values: Sequence[np.ndarray], limit: int) -> list[np.ndarray]:
+    """At most `limit` of `values`, evenly spread over them."""
+    if len(values) <= limit:
+        return list(values)
+    return [values[int(index)] for index in np.linspace(0, len(values) - 1, limit).round()]
 
 
 # --- levels, objective choice ----------------------------------------------------------------
@@ -270,7 +272,7 @@ def inference_level_map(plane: np.ndarray, level_map: str, pd_factor: int = 1) -
     `blind_noise_level` for the whole plane.
     """
     grey = plane.shape[-1] == 1
-    values = plane[..., 0] if grey else plane
+    values = _values(plane)
     if level_map == "sub-images":
         level = sub_image_noise_level(values, pd_factor)
         return np.full(plane.shape[:2], level, dtype=np.float32)
@@ -304,8 +306,11 @@ def choose_pd_factor(planes: Sequence[np.ndarray]) -> NoiseMeasurement:
             break
     side = min(min(plane.shape[:2]) for plane in planes)
     strides = [s for s in range(1, MAX_PD_FACTOR + 1) if side // s >= MIN_SUB_IMAGE]
+    # For the card only: a few planes are enough, and a long series would pay 30 weak-texture
+    # estimates per plane for nothing.
+    sample = _spread(planes, MAX_GUARD_PLANES)
     levels = [
-        float(np.mean([sub_image_noise_level(_values(plane), stride) for plane in planes]))
+        float(np.mean([sub_image_noise_level(_values(plane), stride) for plane in sample]))
         for stride in strides
     ]
     return NoiseMeasurement(chosen, correlation.tolist(), levels)
