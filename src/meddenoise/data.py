@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 # Packages whose installed files a data entry can name as ``PACKAGE:PATH`` (`packaged_image`).
 PACKAGE_FILE_PREFIXES = ("nibabel", "nilearn")
+PHANTOM_STREAM = 1_000_033  # phantom:abdomen:SEED draws from its own stream, apart from noise
 
 
 class DataError(ValueError):
@@ -46,7 +47,8 @@ def packaged_image(entry: str) -> np.ndarray | Path | None:
     """Images shipped by installed packages: ``pydicom:NAME``, ``skimage:NAME``,
     ``matplotlib:NAME`` (its sample data, e.g. grace_hopper.jpg, or the raw MR slice
     s1045.ima.gz) and ``nibabel:PATH`` / ``nilearn:PATH`` (a file inside the installed package,
-    PATH relative to its folder, e.g. ``nibabel:tests/data/example4d.nii.gz``)."""
+    PATH relative to its folder, e.g. ``nibabel:tests/data/example4d.nii.gz``), and
+    ``phantom:abdomen:SEED``, a digital abdomen CT phantom in HU (`meddenoise.phantoms`)."""
     prefix = entry.split(":", 1)[0]
     if prefix in PACKAGE_FILE_PREFIXES and ":" in entry:
         import importlib.util
@@ -65,6 +67,15 @@ def packaged_image(entry: str) -> np.ndarray | Path | None:
         sample = Path(str(cbook.get_sample_data("s1045.ima.gz", asfileobj=False)))
         raw = gzip.decompress(sample.read_bytes())
         return np.frombuffer(raw, dtype=">u2").reshape(256, 256).astype(np.uint16)
+    if entry.startswith("phantom:"):  # phantom:abdomen:SEED, a digital phantom in HU
+        from meddenoise.phantoms import abdomen_phantom
+
+        kind, _, seed = entry.split(":", 1)[1].partition(":")
+        if kind != "abdomen" or not seed.isdigit():
+            raise DataError(f"{entry}: expected phantom:abdomen:SEED (SEED a whole number)")
+        return abdomen_phantom(np.random.default_rng([PHANTOM_STREAM, int(seed)])).astype(
+            np.float64
+        )
     if entry.startswith("pydicom:"):
         from pydicom.data import get_testdata_file
 
