@@ -90,9 +90,37 @@ def test_noise_correlation_is_measured_in_flat_windows() -> None:
 
 
 def test_adapted_checkpoint_resolves_and_denoises(scans: Path, tmp_path: Path) -> None:
+    """The default objective: trained on synthetic noise, a CondUNet told flattest-window levels."""
     output = tmp_path / "scanner.safetensors"
     started = time.monotonic()
     result = adapt([scans], output, minutes=BUDGET, force=True)
+    # Reading the base model's training images takes seconds on top of the budget.
+    assert time.monotonic() - started < 60 * BUDGET + 40
+    assert result.kept == "adapted" and result.card["objective"] == "synthetic"
+    metadata = read_metadata(output)
+    assert metadata["model"] == "cond_unet"
+    assert metadata["config"]["noise"]["level_map"] == "flat-windows"
+    measured = result.card["synthetic_noise"]
+    assert measured["noise_correlation_across_lags_1_to_3"][0] > 0.3  # the scans' noise
+    low, high = measured["levels_trained"]
+    assert 0 < low < measured["noise_std_measured"] < high
+    denoiser = resolve(str(output))
+    assert denoiser.level_map == "flat-windows"
+    image = noisy_phantom(7).astype(np.float32)
+    from meddenoise.estimate import flat_window_noise_std
+
+    assert denoiser.noise_level(image) == flat_window_noise_std(image)
+    denoised = denoiser(image)
+    assert denoised.shape == image.shape and np.all(np.isfinite(denoised))
+    assert not np.array_equal(denoised, image)
+    assert result.card["seconds_used"] <= 60 * BUDGET + 1.0
+    assert result.card["steps"] >= 1
+
+
+def test_pd_adapted_checkpoint_resolves_and_denoises(scans: Path, tmp_path: Path) -> None:
+    output = tmp_path / "scanner.safetensors"
+    started = time.monotonic()
+    result = adapt([scans], output, minutes=BUDGET, objective="pd-n2n", force=True)
     assert time.monotonic() - started < 60 * BUDGET + 20
     assert result.output == output and output.is_file() and result.card_path.is_file()
     assert result.kept == "adapted"
@@ -167,6 +195,7 @@ def test_guard_keeps_the_base_when_the_learning_rate_is_absurd(scans: Path, tmp_
         ({"minutes": -1.0}, "minutes"),
         ({"minutes": float("nan")}, "minutes"),
         ({"objective": "n2n", "minutes": 0.0}, "budget"),
+        ({"minutes": 0.0}, "budget"),  # the default objective, synthetic, trains
         ({"base": "nlm"}, "unknown base"),
         ({"objective": "noise2void"}, "objective"),
         ({"inputs": []}, "no inputs"),
@@ -322,7 +351,8 @@ def test_calibration_alone_removes_correlated_noise_the_base_model_keeps(tmp_pat
     noisy = correlated_texture_free_planes(5, 4, 0.05)
     for index, plane in enumerate(noisy):
         write_png(tmp_path / f"scan_{index}.png", np.clip(plane, 0.0, 1.0))
-    result = adapt([tmp_path], tmp_path / "model.safetensors")  # minutes 0: calibration only
+    # minutes 0: calibration only
+    result = adapt([tmp_path], tmp_path / "model.safetensors", objective="pd-n2n", minutes=0)
     assert result.kept == "adapted" and result.card["steps"] == 0, result.card["verdict"]
     adapted, base = resolve(str(tmp_path / "model.safetensors")), resolve("grey")
     image = np.clip(noisy[0], 0.0, 1.0).astype(np.float32)
@@ -348,9 +378,13 @@ def test_clean_textured_images_leave_the_base_model_in_place(tmp_path: Path) -> 
             crop = texture[top : top + 128, left : left + 128] / 255.0
             write_png(tmp_path / f"{name}_{index}.png", crop)
     output = tmp_path / "model.safetensors"
-    result = adapt([tmp_path], output)
-    assert result.kept == "base" and result.guard.worse, result.card["verdict"]
-    assert read_metadata(output)["model"] == "cond_unet"
+    # The default objective for a quarter of a minute (3 minutes by default: measured by hand,
+    # docs/adapt.md), and the PD calibration.
+    for call in ({"minutes": 0.25}, {"objective": "pd-n2n", "minutes": 0}):
+        result = adapt([tmp_path], output, **call)  # type: ignore[arg-type]
+        assert result.kept == "base" and result.guard.worse, (call, result.card["verdict"])
+        assert read_metadata(output)["model"] == "cond_unet"
+        assert read_metadata(output)["config"]["noise"]["level_map"] == "scalar"
 
 
 def test_the_guard_refuses_structure_above_its_limit_even_below_the_base_models() -> None:

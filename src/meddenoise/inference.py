@@ -24,7 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from meddenoise.estimate import blind_noise_level, blind_noise_map, sub_image_noise_level
+from meddenoise.estimate import (
+    blind_noise_level,
+    blind_noise_map,
+    flat_window_noise_std,
+    sub_image_noise_level,
+)
 from meddenoise.types import PRECISIONS, FloatArray, layout_of
 
 logger = logging.getLogger(__name__)
@@ -32,7 +37,7 @@ logger = logging.getLogger(__name__)
 # Where a network runs: torch itself, or its ONNX export in ONNX Runtime (the `export` extra).
 BACKENDS = ("torch", "onnxruntime")
 # How a conditioned network is told the noise level (`NeuralDenoiser.level_map`).
-LEVEL_MAPS = ("scalar", "signal-dependent", "sub-images")
+LEVEL_MAPS = ("scalar", "signal-dependent", "sub-images", "flat-windows")
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -226,7 +231,10 @@ class NeuralDenoiser:
     - `level_map`: "scalar" (one estimated std per image), "signal-dependent" (for networks
       trained on per-pixel maps: a Poisson-Gaussian fit gives grey images a per-pixel std map) or
       "sub-images" (one std per image measured on the network's ``pd_factor`` pixel-shuffle
-      sub-images, `estimate.sub_image_noise_level`: for networks adapted to correlated noise).
+      sub-images, `estimate.sub_image_noise_level`: for networks adapted to correlated noise) or
+      "flat-windows" (one std per image from the flattest windows, white or correlated noise,
+      `estimate.flat_window_noise_std`: for networks trained by `meddenoise adapt` on noise
+      synthesised from the user's own).
     - `precision`: "auto" (the default: bf16 where the device runs it natively, fp32 elsewhere),
       "fp32", or "bf16" (still fp32 where bf16 would be emulated; see `resolve_precision`).  Its
       cost against fp32 is measured in docs/models.md.
@@ -298,6 +306,8 @@ class NeuralDenoiser:
             return self.sigma
         if self.level_map == "sub-images":
             return sub_image_noise_level(plane, int(getattr(self.network, "pd_factor", 1)))
+        if self.level_map == "flat-windows":
+            return flat_window_noise_std(plane)
         return blind_noise_level(plane)
 
     def _noise_map(self, plane: np.ndarray) -> np.ndarray | None:

@@ -1,5 +1,4 @@
-"""``meddenoise adapt``: calibrate (and optionally fine-tune) a shipped model on the user's own
-noisy images."""
+"""``meddenoise adapt``: adapt a shipped model to the noise of the user's own noisy images."""
 
 from __future__ import annotations
 
@@ -21,11 +20,17 @@ def adapt_command(
     base: Annotated[str, typer.Option(help="The shipped model to start from.")] = "grey",
     minutes: Annotated[
         float,
-        typer.Option(help="Fine-tuning budget in minutes; 0 (the default): calibration only."),
-    ] = 0.0,
+        typer.Option(
+            help="Training budget in minutes; with --objective pd-n2n, 0 calibrates only."
+        ),
+    ] = 3.0,
     objective: Annotated[
-        str, typer.Option(help="pd-n2n (correlated noise; the default) or n2n.")
-    ] = "pd-n2n",
+        str,
+        typer.Option(
+            help="synthetic (the default: trained on noise with the covariance measured on "
+            "your images), pd-n2n (pixel-shuffle calibration, self-supervised) or n2n."
+        ),
+    ] = "synthetic",
     pd_factor: Annotated[
         int | None, typer.Option(help="PD stride; default: measured from the noise.")
     ] = None,
@@ -36,9 +41,9 @@ def adapt_command(
 ) -> None:
     """Adapt a shipped model to your scanner's noise, without clean images.
 
-    Measures the noise on your images (how far it is correlated, how strong), runs the base
-    network on pixel-shuffle sub-images where that noise is white (fine-tuning it for --minutes
-    if asked), and writes the adapted network only if, on a held-back fifth of the images, it
+    Measures the noise on your images (how strong, how far it is correlated), trains the base
+    network for --minutes on its own clean training images plus noise drawn with that
+    correlation, and writes the adapted network only if, on a held-back fifth of your images, it
     removes no more anatomy and leaves a residual no less like the noise than the base model;
     otherwise it writes the base model's weights (exit code 3) and says why.  Use the result
     with ``meddenoise denoise ... --method MODEL.safetensors``.

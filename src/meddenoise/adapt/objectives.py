@@ -25,7 +25,9 @@ from meddenoise.models.pd_cond_unet import PDCondUNet, pd_split
 
 __all__ = ["OBJECTIVES", "neighbour_loss"]
 
-OBJECTIVES = ("pd-n2n", "n2n")
+# "synthetic" (the default of `adapt`) is supervised, not self-supervised: see
+# `meddenoise.adapt.synthetic`.
+OBJECTIVES = ("synthetic", "pd-n2n", "n2n")
 # Neighbor2Neighbor's regulariser weight; 1.0 as `meddenoise.train`'s self-supervised mode.
 REGULARISATION = 1.0
 

@@ -42,7 +42,13 @@ import torch
 from meddenoise import __version__
 from meddenoise.adapt.guard import GuardReport, compare, noise_autocorrelation
 from meddenoise.adapt.objectives import OBJECTIVES, neighbour_loss
-from meddenoise.estimate import blind_noise_level, blind_noise_map, sub_image_noise_level
+from meddenoise.estimate import (
+    blind_noise_level,
+    blind_noise_map,
+    flat_window_covariance,
+    flat_window_noise_std,
+    sub_image_noise_level,
+)
 from meddenoise.inference import NeuralDenoiser
 from meddenoise.io.base import ImageError, atomic_output
 from meddenoise.methods import SHIPPED_MODELS, file_digest, shipped_weights
@@ -71,6 +77,9 @@ BATCH = 4
 PATCH = 96
 # Fine-tuning, not training: a learning rate a tenth of the shipped models' training rate.
 LEARNING_RATE = 1e-4
+# The default budget of `adapt` (objective "synthetic"): on the tuning set 2 minutes on one
+# core already beat BM3D given the true noise spectrum (docs/adapt.md).
+DEFAULT_MINUTES = 3.0
 HOLD_BACK_FRACTION = 0.2
 # The planes kept for training and for the guard at most (evenly spread over the inputs): a
 # budget of minutes sees a few hundred patches, and the guard runs both networks on each.
@@ -268,13 +277,18 @@ def inference_level_map(plane: np.ndarray, level_map: str, pd_factor: int = 1) -
 
     The same rule as `NeuralDenoiser._run`: grey planes of a "signal-dependent" network get
     `blind_noise_map` where it finds signal-dependent noise; a "sub-images" network (adapted,
-    `pd_factor`) one `sub_image_noise_level` per plane; every other plane one
+    `pd_factor`) one `sub_image_noise_level` per plane, a "flat-windows" one (trained on
+    synthetic noise) one `flat_window_noise_std` per plane; every other plane one
     `blind_noise_level` for the whole plane.
     """
     grey = plane.shape[-1] == 1
     values = _values(plane)
-    if level_map == "sub-images":
-        level = sub_image_noise_level(values, pd_factor)
+    if level_map in ("sub-images", "flat-windows"):
+        level = (
+            sub_image_noise_level(values, pd_factor)
+            if level_map == "sub-images"
+            else flat_window_noise_std(values)
+        )
         return np.full(plane.shape[:2], level, dtype=np.float32)
     if grey and level_map == "signal-dependent":
         found = blind_noise_map(values)
@@ -566,9 +580,9 @@ def adapt(
     inputs: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     base: str = "grey",
-    minutes: float = 0.0,
+    minutes: float = DEFAULT_MINUTES,
     *,
-    objective: str = "pd-n2n",
+    objective: str = "synthetic",
     pd_factor: int | None = None,
     learning_rate: float = LEARNING_RATE,
     seed: int = 0,
@@ -586,12 +600,14 @@ def adapt(
     base : str
         A shipped model: ``grey``, ``rgb`` or ``ct-lowdose``.
     minutes : float
-        Wall-clock budget of the fine-tuning; 0 (the default) calibrates only: the base weights
-        on the measured PD sub-images, told the level measured there (fine-tuning from that cost
-        0.8-1.5 dB on the tuning set, docs/adapt.md).  Reading, measuring and the guard take
-        seconds on top.
-    objective : {"pd-n2n", "n2n"}
-        Neighbor2Neighbor on pixel-shuffle sub-images (for correlated noise) or on the image.
+        Wall-clock budget of the training (`DEFAULT_MINUTES`).  With "pd-n2n", 0 calibrates
+        only: the base weights on the measured PD sub-images, told the level measured there.
+        Reading, measuring and the guard take seconds on top.
+    objective : {"synthetic", "pd-n2n", "n2n"}
+        "synthetic" (the default): the noise's covariance measured on the images, the base
+        network trained on its own clean training images plus noise drawn with that covariance
+        (`meddenoise.adapt.synthetic`); "pd-n2n": Neighbor2Neighbor on pixel-shuffle
+        sub-images; "n2n": Neighbor2Neighbor on the image.
     pd_factor : int, optional
         The PD stride for "pd-n2n"; None measures the noise (`choose_pd_factor`) and picks the
         smallest stride at which it is nearly white (1 for white noise).
@@ -622,8 +638,8 @@ def adapt(
         raise ValueError(f"minutes must be a number >= 0, got {minutes}")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    if objective == "n2n" and minutes == 0:
-        raise ValueError("objective n2n fine-tunes: give it a budget (minutes > 0)")
+    if objective in ("n2n", "synthetic") and minutes == 0:
+        raise ValueError(f"objective {objective} trains: give it a budget (minutes > 0)")
     if pd_factor is not None and not (isinstance(pd_factor, int) and pd_factor >= 1):
         raise ValueError(f"pd_factor must be an integer >= 1, got {pd_factor!r}")
     if not (math.isfinite(learning_rate) and learning_rate > 0):
@@ -636,7 +652,7 @@ def adapt(
     training, held_back = hold_back(read.planes)
     rng = np.random.default_rng(seed)
     measured = choose_pd_factor(training)
-    if objective == "n2n":
+    if objective in ("n2n", "synthetic"):
         factor = 1
     elif pd_factor is not None:
         factor = pd_factor
@@ -651,12 +667,54 @@ def adapt(
     # White noise, measured: the base model was trained on it, and Neighbor2Neighbor
     # fine-tuning of a supervised model cost 1.6 dB on white noise in the tuning runs
     # (docs/adapt.md), so the automatic choice adapts nothing; --objective n2n still forces it.
-    white = objective == "pd-n2n" and pd_factor is None and factor == 1
+    white = (
+        objective == "synthetic" or (objective == "pd-n2n" and pd_factor is None)
+    ) and measured.pd_factor == 1
     # The adapted network is told the level measured on its own sub-images, where the noise is
-    # white: the base model's estimate on the whole image reads correlated noise as signal.
-    adapted_levels = "sub-images" if objective == "pd-n2n" else level_map
+    # white: the base model's estimate on the whole image reads correlated noise as signal; or,
+    # trained on synthetic noise, the level measured as in its training.
+    adapted_levels = {"pd-n2n": "sub-images", "synthetic": "flat-windows"}.get(objective, level_map)
     tuned = FineTuneResult(0, 0.0, False)
-    if not white and minutes > 0:
+    synthetic: dict[str, Any] = {}
+    if not white and objective == "synthetic":
+        from meddenoise.adapt.synthetic import (
+            base_training_images,
+            level_range,
+            train_on_synthetic_noise,
+        )
+
+        covariance = flat_window_covariance([_values(plane) for plane in training])
+        levels = level_range([_values(plane) for plane in training])
+
+        def report_step(step: int, elapsed: float, remaining: float, loss: float) -> None:
+            if progress is not None:
+                progress(AdaptProgress(step, elapsed, remaining, loss))
+
+        trained = train_on_synthetic_noise(
+            network,
+            base_training_images(checkpoint),
+            covariance,
+            levels,
+            seconds=minutes * 60.0,
+            rng=rng,
+            learning_rate=learning_rate,
+            progress=report_step,
+        )
+        tuned = FineTuneResult(trained.steps, trained.seconds, trained.diverged)
+        centre = covariance.shape[0] // 2
+        variance = float(covariance[centre, centre])
+        synthetic = {
+            "noise_std_measured": round(math.sqrt(max(variance, 0.0)), 6),
+            "noise_correlation_across_lags_1_to_3": [
+                round(float(covariance[centre, centre + lag]) / variance, 4) for lag in (1, 2, 3)
+            ],
+            "noise_correlation_down_lags_1_to_3": [
+                round(float(covariance[centre + lag, centre]) / variance, 4) for lag in (1, 2, 3)
+            ],
+            "levels_trained": [round(value, 6) for value in levels],
+            "clean_images": "the base model's training images (its config's data.train)",
+        }
+    elif not white and minutes > 0:
         level_maps = [inference_level_map(plane, adapted_levels, factor) for plane in training]
         patch = patch_side([*training, *held_back], factor)
         held_maps = [inference_level_map(plane, adapted_levels, factor) for plane in held_back]
@@ -701,6 +759,7 @@ def adapt(
         "noise_std_by_pd_factor": [round(value, 5) for value in measured.levels],
         "noise_correlation_lags_1_to_3": [round(value, 4) for value in measured.correlation],
         "level_map": adapted_levels if keep_adapted else level_map,
+        **({"synthetic_noise": synthetic} if synthetic else {}),
         "learning_rate": learning_rate,
         "minutes": minutes,
         "seconds_used": round(spent, 1),
@@ -720,7 +779,9 @@ def adapt(
     # (`Checkpoint.level_map` reads config.noise.level_map).
     written_levels = adapted_levels if keep_adapted else level_map
     extra = {"config": {"noise": {"level_map": written_levels}}, "adaptation": card}
-    if keep_adapted:
+    if keep_adapted and factor == 1:  # PDCondUNet at stride 1 is a CondUNet, weights and all
+        save_checkpoint(output, network, model="cond_unet", arguments=arguments, extra=extra)
+    elif keep_adapted:
         save_checkpoint(
             output,
             network,

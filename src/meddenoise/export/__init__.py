@@ -45,7 +45,7 @@ class ExportSource:
     name: str  # the shipped model's name, or the checkpoint's file name
     model: str  # the architecture (`meddenoise.models.MODELS` key)
     arguments: dict[str, Any]
-    level_map: str  # "scalar", "signal-dependent" or "sub-images": how the noise map is made
+    level_map: str  # inference.LEVEL_MAPS: how the noise map is made
     weights: Path
     weights_sha256: str
 

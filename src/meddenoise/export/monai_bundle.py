@@ -291,11 +291,15 @@ def write_bundle(source: ExportSource, output: Path) -> None:
 
     if source.level_map not in ("scalar", "signal-dependent"):
         # The bundle's scripts measure levels as the shipped models are told them; an adapted
-        # model's sub-image rule (`estimate.sub_image_noise_level`) is not among them.
+        # model's rules (`estimate.sub_image_noise_level`, `estimate.flat_window_noise_std`)
+        # are not among them.
+        rule = {"sub-images": "on its pixel-shuffle sub-images"}.get(
+            source.level_map, "in its flattest windows"
+        )
         raise ValueError(
-            f"{source.name} is told noise levels measured on its pixel-shuffle sub-images "
-            "(an adapted model); the MONAI bundle cannot do that yet: export it as onnx or "
-            "torch-export, whose sidecar names the rule"
+            f"{source.name} is told noise levels measured {rule} ({source.level_map}: an adapted "
+            "model); the MONAI bundle cannot do that yet: export it as onnx or torch-export, "
+            "whose sidecar names the rule"
         )
     sources = network_sources(source.network)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,205 @@
+"""The ``synthetic`` objective: learn the user's noise from its measured covariance, supervised.
+
+The user has no clean images of their scanner, but the project has clean images (the base
+model's own training set, from installed packages), and the user's noise can be *measured*:
+its spatial covariance in the flattest windows of their images
+(`meddenoise.estimate.flat_window_covariance`).  So the base network is fine-tuned, at full
+resolution, on the base model's clean images plus noise drawn with that covariance (white noise
+filtered by the square root of its spectrum), with a supervised L1 loss.  At inference it is told
+each image's noise std from the same flattest windows (``level_map: flat-windows``).
+
+Why not self-supervised: Neighbor2Neighbor needs a target whose noise is independent of the
+input's, which correlated noise denies at one pixel and pixel-shuffle sub-images only restore by
+giving up resolution (`PDCondUNet`: the PD-calibrated network lost up to 17 dB to its own
+aliasing on mild CT noise, and fine-tuning it cost 0.8-1.5 dB; docs/adapt.md).  A supervised loss
+on synthetic noise needs neither.  What it assumes: the noise is stationary and additive with the
+measured covariance, and its level varies from image to image within the range measured on the
+user's planes.  The level a network is told comes from the same estimator as at inference, and
+the noise it is trained on is that level times a factor in `LEVEL_SLACK` (the estimator read
+0.9-1.15 of the true std on the tuning crops), so it never relies on the estimate being exact.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from meddenoise.estimate import flat_window_noise_std
+
+__all__ = [
+    "LEVEL_SLACK",
+    "SyntheticResult",
+    "noise_amplitude",
+    "synthetic_noise",
+    "train_on_synthetic_noise",
+]
+
+BATCH = 8
+PATCH = 96
+GRID = 128  # noise is drawn on a periodic 128² grid and cut to the patch: no wrap-around seam
+LEARNING_RATE = 1e-4
+# The true noise std over the level the network is told: the flattest-window estimate read
+# 0.87-1.13 of the std on the adaptation tuning crops (correlated and white Gaussian, CT).
+LEVEL_SLACK = (0.85, 1.3)
+# Levels told in training span the users' planes' estimates widened by these factors.
+LEVEL_MARGIN = (0.5, 1.5)
+
+
+@dataclass(frozen=True)
+class SyntheticResult:
+    """What the training did: steps, seconds, whether the loss diverged, the levels told."""
+
+    steps: int
+    seconds: float
+    diverged: bool
+    levels: tuple[float, float]
+
+
+def noise_amplitude(covariance: np.ndarray, side: int = GRID) -> np.ndarray:
+    """The (side, side) amplitude spectrum that turns white noise of unit std into noise of unit
+    std with the correlation of `covariance` ((2L + 1)², lag 0 at the centre): the square root of
+    its spectrum on a periodic grid, negative parts (estimation error) set to zero."""
+    lag = covariance.shape[0] // 2
+    if covariance.shape != (2 * lag + 1, 2 * lag + 1) or side <= 2 * lag:
+        raise ValueError(f"covariance of shape {covariance.shape} does not fit a {side}² grid")
+    kernel = np.zeros((side, side))
+    offsets = np.arange(-lag, lag + 1) % side
+    kernel[np.ix_(offsets, offsets)] = covariance
+    spectrum = np.maximum(np.real(np.fft.fft2(kernel)), 0.0)
+    if not spectrum.mean() > 0:
+        raise ValueError("the measured noise covariance has no power")
+    return np.sqrt(spectrum / spectrum.mean())
+
+
+def synthetic_noise(amplitude: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` draws of unit-std noise with the spectrum `amplitude` (`noise_amplitude`)."""
+    white = rng.standard_normal((count, *amplitude.shape))
+    return np.real(np.fft.ifft2(np.fft.fft2(white) * amplitude)).astype(np.float32)
+
+
+def _clean_batch(
+    images: Sequence[np.ndarray], count: int, patch: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(count, C, patch, patch) random crops, each in one of the eight dihedral orientations,
+    images chosen in proportion to their area."""
+    areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
+    channels = images[0].shape[-1]
+    batch = np.empty((count, channels, patch, patch), dtype=np.float32)
+    for slot, index in enumerate(rng.choice(len(images), size=count, p=areas / areas.sum())):
+        image = images[index]
+        top = int(rng.integers(0, image.shape[0] - patch + 1))
+        left = int(rng.integers(0, image.shape[1] - patch + 1))
+        crop = np.rot90(image[top : top + patch, left : left + patch], int(rng.integers(0, 4)))
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        batch[slot] = crop.transpose(2, 0, 1)
+    return batch
+
+
+def level_range(planes: Sequence[np.ndarray]) -> tuple[float, float]:
+    """The levels to train on: the flattest-window noise std of every plane, its extremes widened
+    by `LEVEL_MARGIN`."""
+    values = [flat_window_noise_std(plane) for plane in planes]
+    low, high = min(values) * LEVEL_MARGIN[0], max(values) * LEVEL_MARGIN[1]
+    if not (math.isfinite(low) and high > 0):
+        raise ValueError("the images show no noise to learn (their flattest windows are constant)")
+    return max(low, high * 1e-3), high
+
+
+def train_on_synthetic_noise(
+    network: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    covariance: np.ndarray,
+    levels: tuple[float, float],
+    *,
+    seconds: float,
+    rng: np.random.Generator,
+    learning_rate: float = LEARNING_RATE,
+    progress: Callable[[int, float, float, float], None] | None = None,
+    snapshots: Sequence[float] = (),
+    on_snapshot: Callable[[float, torch.nn.Module], None] | None = None,
+) -> SyntheticResult:
+    """Train conditioned `network` (called ``network(noisy, level)``) on clean `images` (H, W, C)
+    in [0, 1] plus noise with `covariance`, for `seconds` of wall clock.
+
+    Each patch is told a level drawn log-uniformly from `levels`; its noise is that level times a
+    factor drawn from `LEVEL_SLACK`.  The clock is read before every step and a step that would
+    end past the budget (judged by the longest so far) is not started.  `progress(step, elapsed,
+    remaining, loss)` about every two seconds; `on_snapshot(seconds, network)` once the time
+    passes each of `snapshots` (the time it takes is not counted).
+    """
+    usable = [image for image in images if min(image.shape[:2]) >= PATCH]
+    if not usable:
+        raise ValueError(f"no clean image of at least {PATCH} x {PATCH} pixels to train on")
+    amplitude = noise_amplitude(covariance, GRID)
+    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
+    log_low, log_high = math.log(levels[0]), math.log(levels[1])
+    pending = sorted(snapshots)
+    start = time.monotonic()
+    longest, step, last_report = 0.0, 0, -math.inf
+    network.train()
+    while True:
+        now = time.monotonic() - start
+        while pending and now >= pending[0]:
+            paused = time.monotonic()
+            if on_snapshot is not None:
+                network.eval()
+                on_snapshot(pending.pop(0), network)
+                network.train()
+            else:
+                pending.pop(0)
+            start += time.monotonic() - paused  # a snapshot's scoring is not training time
+            now = time.monotonic() - start
+        if now + longest > seconds:
+            break
+        began = time.monotonic()
+        clean = _clean_batch(usable, BATCH, PATCH, rng)
+        told = np.exp(rng.uniform(log_low, log_high, BATCH)).astype(np.float32)
+        stds = told * np.exp(rng.uniform(*np.log(LEVEL_SLACK), BATCH)).astype(np.float32)
+        noise = synthetic_noise(amplitude, BATCH * clean.shape[1], rng)[:, :PATCH, :PATCH]
+        noise = noise.reshape(BATCH, clean.shape[1], PATCH, PATCH) * stds[:, None, None, None]
+        noisy = torch.from_numpy(clean + noise)
+        level = torch.from_numpy(told)[:, None, None, None]
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.l1_loss(network(noisy, level), torch.from_numpy(clean))
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            network.eval()
+            return SyntheticResult(step, time.monotonic() - start, True, levels)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        longest = max(longest, time.monotonic() - began)
+        elapsed = time.monotonic() - start
+        if progress is not None and elapsed - last_report >= 2.0:
+            last_report = elapsed
+            progress(step, elapsed, max(seconds - elapsed, 0.0), loss_value)
+    network.eval()
+    for moment in pending:  # budgets shorter than a snapshot: the final state stands for them
+        if on_snapshot is not None:
+            on_snapshot(moment, network)
+    return SyntheticResult(step, time.monotonic() - start, False, levels)
+
+
+def base_training_images(checkpoint: object) -> list[np.ndarray]:
+    """The clean images the base model was trained on (its config's ``data.train``, all from
+    installed packages), mapped to [0, 1] as its training mapped them."""
+    from meddenoise.config import DataConfig, validated
+    from meddenoise.data import load_images
+
+    config = getattr(checkpoint, "metadata", {}).get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict) or not data.get("train"):
+        raise ValueError("the base model's checkpoint does not record its training images")
+    # Training-only fields the loader does not need are dropped; the mapping fields stay.
+    fields = {key: data[key] for key in ("train", "channels", "window") if key in data}
+    loaded = load_images(
+        list(data["train"]),
+        validated(DataConfig, {**fields, "val": [], "patch_size": 16}, "data"),
+    )
+    return loaded

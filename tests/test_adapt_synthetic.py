@@ -1,0 +1,118 @@
+"""The ``synthetic`` adaptation objective: the noise's covariance measured in flat windows, noise
+drawn with it, a network trained on it (issue 18)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import convolve
+
+from meddenoise.adapt.synthetic import (
+    level_range,
+    noise_amplitude,
+    synthetic_noise,
+    train_on_synthetic_noise,
+)
+from meddenoise.estimate import flat_window_covariance, flat_window_noise_std
+from meddenoise.models.cond_unet import CondUNet
+
+
+def blurred_noise(shape: tuple[int, int], std: float, seed: int) -> np.ndarray:
+    """White noise through a 5 x 5 Gaussian kernel of sigma 1 px, scaled to `std`; its lag-1
+    correlation is 0.75."""
+    offsets = np.arange(-2, 3)
+    profile = np.exp(-(offsets**2) / 2.0)
+    kernel = np.outer(profile, profile)
+    kernel /= np.sqrt(np.sum(kernel**2))
+    return convolve(np.random.default_rng(seed).normal(0.0, std, shape), kernel, mode="wrap")
+
+
+def kernel_lag1() -> float:
+    offsets = np.arange(-2, 3)
+    profile = np.exp(-(offsets**2) / 2.0)
+    return float(np.sum(profile[1:] * profile[:-1]) / np.sum(profile**2))
+
+
+def smooth_image(shape: tuple[int, int]) -> np.ndarray:
+    rows, columns = np.mgrid[: shape[0], : shape[1]] / shape[0]
+    return 0.3 + 0.4 * rows + 0.1 * np.sin(3 * columns)
+
+
+def test_the_covariance_of_correlated_noise_is_measured_on_an_image() -> None:
+    noise = blurred_noise((256, 256), 0.05, 0)
+    covariance = flat_window_covariance([smooth_image((256, 256)) + noise])
+    centre = covariance.shape[0] // 2
+    variance = covariance[centre, centre]
+    taper = 1 - 1 / (centre + 1)  # the Bartlett taper at lag 1
+    for lag_one in (covariance[centre, centre + 1], covariance[centre + 1, centre]):
+        assert lag_one / variance / taper == pytest.approx(kernel_lag1(), abs=0.08)
+    assert np.sqrt(variance) == pytest.approx(0.05, rel=0.15)
+    white = flat_window_covariance([np.random.default_rng(1).normal(0.0, 0.05, (256, 256))])
+    assert abs(white[centre, centre + 1] / white[centre, centre]) < 0.05
+    assert np.allclose(covariance, covariance[::-1, ::-1])
+
+
+def test_the_noise_std_reads_white_and_correlated_noise_alike() -> None:
+    image = smooth_image((256, 256))
+    white = image + np.random.default_rng(2).normal(0.0, 0.04, image.shape)
+    correlated = image + blurred_noise(image.shape, 0.04, 3)
+    for noisy in (white, correlated):
+        assert flat_window_noise_std(noisy) == pytest.approx(0.04, rel=0.15)
+    with pytest.raises(ValueError, match="NaN"):
+        flat_window_noise_std(np.full((64, 64), np.nan))
+    with pytest.raises(ValueError, match="constant"):
+        flat_window_noise_std(np.zeros((64, 64)))
+
+
+def test_synthetic_noise_has_unit_std_and_the_measured_correlation() -> None:
+    covariance = flat_window_covariance([blurred_noise((256, 256), 0.05, 4)])
+    centre = covariance.shape[0] // 2
+    drawn = synthetic_noise(noise_amplitude(covariance), 64, np.random.default_rng(5))
+    assert drawn.shape == (64, 128, 128)
+    assert drawn.std() == pytest.approx(1.0, rel=0.05)
+    lag_one = np.mean(drawn[:, :, 1:] * drawn[:, :, :-1]) / np.mean(drawn * drawn)
+    assert lag_one == pytest.approx(
+        covariance[centre, centre + 1] / covariance[centre, centre], abs=0.05
+    )
+    with pytest.raises(ValueError, match="does not fit"):
+        noise_amplitude(np.ones((4, 4)))
+
+
+def test_levels_span_the_planes_estimates() -> None:
+    image = smooth_image((128, 128))
+    planes = [
+        image + np.random.default_rng(6).normal(0.0, std, image.shape) for std in (0.02, 0.08)
+    ]
+    low, high = level_range(planes)
+    assert low < 0.5 * 0.02 * 1.2 and high > 1.5 * 0.08 * 0.8
+
+
+def test_training_on_synthetic_noise_lowers_the_loss_within_the_budget() -> None:
+    torch.manual_seed(0)
+    network = CondUNet(channels=1, widths=[8, 16, 32], blocks=[1, 1, 1])
+    covariance = flat_window_covariance([blurred_noise((256, 256), 0.05, 7)])
+    rng = np.random.default_rng(8)
+    images = [
+        np.clip(smooth_image((160, 160)) + 0.1 * (np.indices((160, 160)).sum(0) % 16 < 8), 0, 1)[
+            ..., None
+        ]
+    ]
+    losses: list[float] = []
+    result = train_on_synthetic_noise(
+        network,
+        [image.astype(np.float32) for image in images],
+        covariance,
+        (0.03, 0.08),
+        seconds=6.0,
+        rng=rng,
+        learning_rate=1e-3,
+        progress=lambda step, elapsed, remaining, loss: losses.append(loss),
+    )
+    assert not result.diverged and result.steps >= 5 and result.seconds <= 7.5
+    assert len(losses) >= 2 and losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="no clean image"):
+        train_on_synthetic_noise(
+            network, [np.zeros((32, 32, 1), np.float32)], covariance, (0.03, 0.08),
+            seconds=1.0, rng=rng,
+        )  # fmt: skip
