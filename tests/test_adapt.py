@@ -163,17 +163,26 @@ def test_card_names_no_file_and_hashes_the_pixels(scans: Path, tmp_path: Path) -
     assert workflow.read_planes([renamed], channels=1).sha256 != same
 
 
+@pytest.mark.parametrize("objective", ["synthetic", "pd-n2n"])
 def test_guard_keeps_the_base_when_the_objective_diverges(
-    scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, objective: str
 ) -> None:
-    original = workflow.neighbour_loss
+    if objective == "pd-n2n":
+        original = workflow.neighbour_loss
 
-    def diverging(*arguments: object, **keywords: object) -> torch.Tensor:
-        return original(*arguments, **keywords) * float("nan")  # type: ignore[arg-type]
+        def diverging(*arguments: object, **keywords: object) -> torch.Tensor:
+            return original(*arguments, **keywords) * float("nan")  # type: ignore[arg-type]
 
-    monkeypatch.setattr(workflow, "neighbour_loss", diverging)
+        monkeypatch.setattr(workflow, "neighbour_loss", diverging)
+    else:
+        l1_loss = torch.nn.functional.l1_loss
+
+        def diverging_l1(*arguments: object, **keywords: object) -> torch.Tensor:
+            return l1_loss(*arguments, **keywords) * float("nan")  # type: ignore[arg-type]
+
+        monkeypatch.setattr(torch.nn.functional, "l1_loss", diverging_l1)
     output = tmp_path / "model.safetensors"
-    result = adapt([scans], output, minutes=BUDGET)
+    result = adapt([scans], output, minutes=BUDGET, objective=objective)
     assert result.kept == "base" and result.guard.worse
     assert read_metadata(output)["model"] == "cond_unet"  # the base model's own weights
     assert "kept" in result.card["verdict"]
@@ -372,19 +381,21 @@ def test_clean_textured_images_leave_the_base_model_in_place(tmp_path: Path) -> 
     grass and gravel photographs, no noise added); adaptation must not learn to remove it."""
     from skimage import data
 
+    textures = tmp_path / "textures"
+    textures.mkdir()
     for name in ("brick", "grass", "gravel"):
         texture = getattr(data, name)()
         for index, (top, left) in enumerate(((0, 0), (256, 256))):
             crop = texture[top : top + 128, left : left + 128] / 255.0
-            write_png(tmp_path / f"{name}_{index}.png", crop)
-    output = tmp_path / "model.safetensors"
+            write_png(textures / f"{name}_{index}.png", crop)
     # The default objective for a quarter of a minute (3 minutes by default: measured by hand,
     # docs/adapt.md), and the PD calibration.
-    for call in ({"minutes": 0.25}, {"objective": "pd-n2n", "minutes": 0}):
-        result = adapt([tmp_path], output, **call)  # type: ignore[arg-type]
+    for index, call in enumerate(({"minutes": 0.25}, {"objective": "pd-n2n", "minutes": 0})):
+        output = tmp_path / f"model_{index}.safetensors"
+        result = adapt([textures], output, **call)  # type: ignore[arg-type]
         assert result.kept == "base" and result.guard.worse, (call, result.card["verdict"])
         assert read_metadata(output)["model"] == "cond_unet"
-        assert read_metadata(output)["config"]["noise"]["level_map"] == "scalar"
+        assert read_metadata(output)["config"]["noise"]["level_map"] == "signal-dependent"  # grey
 
 
 def test_the_guard_refuses_structure_above_its_limit_even_below_the_base_models() -> None:
