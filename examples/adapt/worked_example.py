@@ -93,7 +93,7 @@ def main(folder: Path, name: str = SERIES) -> None:
     panels = [
         (noisy[index], "input (its own noise)", (low, high)),
         (denoised["grey"][index], "grey model (blind)", (low, high)),
-        (denoised[shown][index], f"{shown} (calibrated)", (low, high)),
+        (denoised[shown][index], f"{shown} (synthetic objective, 3 min)", (low, high)),
         (None, "", None),
         (noisy[index] - denoised["grey"][index], "residual: grey", (-spread, spread)),
         (noisy[index] - denoised[shown][index], f"residual: {shown}", (-spread, spread)),

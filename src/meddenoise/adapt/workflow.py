@@ -541,8 +541,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"noise levels by the rule `{card['level_map']}`",
         f"- Noise std read on the sub-images of strides 1, 2, ...: "
         f"{card['noise_std_by_pd_factor']} (in [0, 1] units)",
-        f"- Fine-tuning budget: {card['minutes']} min (0: calibration only); used "
+        f"- Training budget: {card['minutes']} min (pd-n2n: 0 calibrates only); used "
         f"{card['seconds_used']} s, {card['steps']} steps",
+        *_synthetic_lines(card.get("synthetic_noise")),
         f"- Inputs: {card['images']} images, {card['planes']['training']} planes for training, "
         f"{card['planes']['held_back']} held back for the guard",
         f"- Inputs' pixel data SHA-256: `{card['inputs_sha256']}`",
@@ -566,6 +567,19 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _synthetic_lines(measured: dict[str, Any] | None) -> list[str]:
+    """The synthetic objective's measurements as card lines (none for the other objectives)."""
+    if not measured:
+        return []
+    return [
+        f"- Noise measured in the flattest windows: std {measured['noise_std_measured']}, "
+        f"correlation at lags 1-3 across {measured['noise_correlation_across_lags_1_to_3']}, "
+        f"down {measured['noise_correlation_down_lags_1_to_3']}; trained on noise drawn with "
+        f"that covariance at levels {measured['levels_trained']} (in [0, 1] units) added to "
+        f"{measured['clean_images']}",
+    ]
 
 
 def _refuse_input_as_output(output: Path, inputs: Sequence[str | os.PathLike[str]]) -> None:
