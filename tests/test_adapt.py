@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,17 +105,25 @@ def test_adapted_checkpoint_resolves_and_denoises(scans: Path, tmp_path: Path) -
     assert measured["noise_correlation_across_lags_1_to_3"][0] > 0.3  # the scans' noise
     low, high = measured["levels_trained"]
     assert 0 < low < measured["noise_std_measured"] < high
-    denoiser = resolve(str(output))
-    assert denoiser.level_map == "flat-windows"
-    image = noisy_phantom(7).astype(np.float32)
     from meddenoise.estimate import flat_window_noise_std
 
+    denoiser = check_written_model_denoises(output, result, "flat-windows")
+    image = noisy_phantom(7).astype(np.float32)
     assert denoiser.noise_level(image) == flat_window_noise_std(image)
+
+
+def check_written_model_denoises(output: Path, result: Any, level_map: str) -> Any:
+    """The written checkpoint resolves with `level_map`, changes a noisy image without NaN, and
+    the budget was honoured: training stops before the clock passes it (one step of slack)."""
+    denoiser = resolve(str(output))
+    assert denoiser.level_map == level_map
+    image = noisy_phantom(7).astype(np.float32)
     denoised = denoiser(image)
     assert denoised.shape == image.shape and np.all(np.isfinite(denoised))
     assert not np.array_equal(denoised, image)
     assert result.card["seconds_used"] <= 60 * BUDGET + 1.0
     assert result.card["steps"] >= 1
+    return denoiser
 
 
 def test_pd_adapted_checkpoint_resolves_and_denoises(scans: Path, tmp_path: Path) -> None:
@@ -129,15 +138,7 @@ def test_pd_adapted_checkpoint_resolves_and_denoises(scans: Path, tmp_path: Path
     assert metadata["arguments"]["pd_factor"] == result.card["pd_factor"] > 1
     # Told the level measured on its own sub-images, at inference as in adaptation.
     assert metadata["config"]["noise"]["level_map"] == "sub-images"
-    denoiser = resolve(str(output))
-    assert denoiser.level_map == "sub-images"
-    image = noisy_phantom(7).astype(np.float32)
-    denoised = denoiser(image)
-    assert denoised.shape == image.shape and np.all(np.isfinite(denoised))
-    assert not np.array_equal(denoised, image)
-    # The budget is honoured: training stops before the clock passes it (one step of slack).
-    assert result.card["seconds_used"] <= 60 * BUDGET + 1.0
-    assert result.card["steps"] >= 1
+    check_written_model_denoises(output, result, "sub-images")
 
 
 def test_card_names_no_file_and_hashes_the_pixels(scans: Path, tmp_path: Path) -> None:

@@ -529,10 +529,11 @@ COVARIANCE_FLAT_FRACTION = 0.1
 COVARIANCE_MAX_LAG = 7
 
 
-def _flattest_windows(plane: np.ndarray, window: int, fraction: float) -> np.ndarray:
+def flattest_windows(plane: np.ndarray, window: int, fraction: float) -> np.ndarray:
     """The `fraction` of non-overlapping `window`² windows of `plane` (H, W) with the lowest
     variance after removing each window's least-squares plane, detrended: (N, window, window).
-    Windows with no variation at all (padding, clipped air) are left out."""
+    Windows with no variation at all (padding, clipped air) are left out; at least four are
+    kept where there are four.  Shared with the adaptation guard's noise figures."""
     rows, columns = plane.shape[0] // window, plane.shape[1] // window
     if rows * columns == 0:
         raise ValueError(f"a plane of {plane.shape} is smaller than a {window}² window")
@@ -586,7 +587,7 @@ def flat_window_covariance(
             values = values.mean(axis=-1)
         if not np.all(np.isfinite(values)):
             raise ValueError("image contains NaN or Inf; cannot measure its noise")
-        chosen = _flattest_windows(values, window, fraction)
+        chosen = flattest_windows(values, window, fraction)
         if chosen.size == 0:
             continue
         spectra = np.abs(np.fft.fft2(chosen, s=(side, side))) ** 2

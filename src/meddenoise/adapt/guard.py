@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from meddenoise.estimate import flattest_windows
 from meddenoise.method_noise import method_noise_score
 from meddenoise.types import Denoiser
 
@@ -110,26 +111,11 @@ def windowed_autocorrelation(
     estimator, so the two are compared without the estimator's own bias between them.
     """
     array = _grey(values)
-    rows, columns = array.shape[0] // WINDOW, array.shape[1] // WINDOW
-    if rows * columns == 0:
+    if array.shape[0] < WINDOW or array.shape[1] < WINDOW:
         return autocorrelation(array, lags)
-    windows = (
-        array[: rows * WINDOW, : columns * WINDOW]
-        .reshape(rows, WINDOW, columns, WINDOW)
-        .transpose(0, 2, 1, 3)
-        .reshape(-1, WINDOW, WINDOW)
-    )
-    yy, xx = np.mgrid[0:WINDOW, 0:WINDOW].astype(np.float64)
-    design = np.stack([np.ones(WINDOW * WINDOW), yy.ravel(), xx.ravel()], axis=1)
-    flat = windows.reshape(len(windows), -1).T
-    coefficients, *_ = np.linalg.lstsq(design, flat, rcond=None)
-    detrended = (flat - design @ coefficients).T.reshape(-1, WINDOW, WINDOW)
-    variances = detrended.var(axis=(1, 2))
-    varying = variances > 0
-    if not np.any(varying):
+    chosen = flattest_windows(array, WINDOW, fraction)
+    if chosen.size == 0:
         return np.zeros(len(lags))
-    keep = max(4, int(np.ceil(fraction * int(varying.sum()))))
-    chosen = detrended[varying][np.argsort(variances[varying])[:keep]]
     energy = float(np.sum(chosen * chosen))
     result = []
     for lag in lags:
@@ -144,26 +130,13 @@ def noise_std(noisy: np.ndarray) -> float:
     """The noise's standard deviation, measured as `noise_autocorrelation` measures its
     correlation: the flattest tenth of the plane-detrended `WINDOW`² windows."""
     array = _grey(noisy)
-    rows, columns = array.shape[0] // WINDOW, array.shape[1] // WINDOW
-    if rows * columns == 0:
+    if array.shape[0] < WINDOW or array.shape[1] < WINDOW:
         return float(np.std(array))
-    windows = (
-        array[: rows * WINDOW, : columns * WINDOW]
-        .reshape(rows, WINDOW, columns, WINDOW)
-        .transpose(0, 2, 1, 3)
-        .reshape(-1, WINDOW * WINDOW)
-        .T
-    )
-    yy, xx = np.mgrid[0:WINDOW, 0:WINDOW].astype(np.float64)
-    design = np.stack([np.ones(WINDOW * WINDOW), yy.ravel(), xx.ravel()], axis=1)
-    coefficients, *_ = np.linalg.lstsq(design, windows, rcond=None)
-    variances = np.sort((windows - design @ coefficients).var(axis=0))
-    variances = variances[variances > 0]
-    if variances.size == 0:
+    chosen = flattest_windows(array, WINDOW, FLAT_FRACTION)
+    if chosen.size == 0:
         return 0.0
-    keep = max(4, int(np.ceil(FLAT_FRACTION * variances.size)))
     # A plane fitted to WINDOW² pixels takes 3 degrees of freedom from the noise.
-    return float(np.sqrt(np.mean(variances[:keep]) * WINDOW**2 / (WINDOW**2 - 3)))
+    return float(np.sqrt(np.mean(chosen.var(axis=(1, 2))) * WINDOW**2 / (WINDOW**2 - 3)))
 
 
 def noise_autocorrelation(noisy: np.ndarray, lags: Sequence[int] = LAGS) -> np.ndarray:
