@@ -1,5 +1,4 @@
-"""`adapt`: calibrate a shipped network to a user's own noisy images, optionally fine-tune it,
-guard it, write it.
+"""`adapt`: adapt a shipped network to a user's own noisy images, guard it, write it.
 
 The steps, each its own function so the benchmark can run them with other settings:
 
@@ -7,16 +6,17 @@ The steps, each its own function so the benchmark can run them with other settin
    `io.read_image` reads them), every 2-D plane mapped to [0, 1] by its image's own mapping,
    and a SHA-256 over the pixel data (never a name).
 2. `hold_back`: a fifth of the planes (or, for one image, a strip of it) for the guard.
-3. `choose_pd_factor`: the noise is measured on the training planes: the PD factor is the
-   smallest stride at which its correlation is gone.  The base network's weights run on those
-   pixel-shuffle sub-images (`PDCondUNet`), told the noise std measured on them
-   (`estimate.sub_image_noise_level`, ``level_map`` "sub-images": the whole-image estimate reads
-   correlated noise as signal): the calibrated network.  On a tuning set outside the test split
-   this calibration alone gained 6-8 dB over the base model on correlated noise, and
-   Neighbor2Neighbor fine-tuning from it *lost* 0.8-1.5 dB (docs/adapt.md): fine-tuning is
-   opt-in.
-4. `fine_tune` (only with a budget): the calibrated network trained with a self-supervised
-   objective (`objectives`) on random patches until the wall-clock budget is spent.
+3. `choose_pd_factor`: the noise's correlation measured on the training planes; noise white at
+   lag 1 keeps the base model (trained for it) without training.
+4. The objective.  "synthetic" (the default, `meddenoise.adapt.synthetic`): the noise's
+   covariance measured in the flattest windows, the base network trained at full resolution on
+   its own clean training images plus noise drawn with that covariance, told each image's
+   flattest-window noise std (``level_map`` "flat-windows").  "pd-n2n": the base weights on the
+   pixel-shuffle sub-images at the smallest stride where the correlation is gone (`PDCondUNet`,
+   told the std measured on them, ``level_map`` "sub-images"), fine-tuned with
+   Neighbor2Neighbor there (`fine_tune`, `objectives`) only with a budget.  On the final set of
+   the adaptation benchmark the synthetic objective beat the PD calibration by 1.3-1.6 dB on
+   correlated Gaussian noise; both harm mild CT noise (docs/adapt.md).
 5. `guard.compare` on the held-back planes; the adapted network is written only when it is not
    worse (or when forced), else the base network, and the card says which.
 """
