@@ -345,13 +345,8 @@ def synthetic_rows(
 ) -> tuple[list[Row], list[str]]:
     """`adapt`'s default objective ("synthetic"): one training run of max(minutes), scored at
     each budget; the guard's verdict on the final network."""
-    from meddenoise.adapt.synthetic import (
-        base_training_images,
-        level_range,
-        train_on_synthetic_noise,
-    )
+    from meddenoise.adapt.synthetic import train_for_measured_noise
     from meddenoise.checkpoint import load_checkpoint
-    from meddenoise.estimate import flat_window_covariance
     from meddenoise.methods import shipped_weights
 
     path = shipped_weights("grey")
@@ -366,8 +361,6 @@ def synthetic_rows(
         row = score(setting, "synthetic (noise white: base kept)", cases, lambda c: base(c.noisy))
         correlation = np.round(measured.correlation, 3).tolist()
         return [row], [f"{setting}: noise measured white ({correlation}), base model kept"]
-    covariance = flat_window_covariance(training_values)
-    levels = level_range(training_values)
     network = copy.deepcopy(checkpoint.network)
     rows: list[Row] = []
 
@@ -378,11 +371,10 @@ def synthetic_rows(
         )
 
     budgets = sorted(value for value in minutes if value > 0)
-    trained = train_on_synthetic_noise(
+    trained, _ = train_for_measured_noise(
         network,
-        base_training_images(checkpoint),
-        covariance,
-        levels,
+        checkpoint,
+        training_values,
         seconds=max(budgets) * 60,
         rng=np.random.default_rng(seed),
         snapshots=[60 * value for value in budgets],

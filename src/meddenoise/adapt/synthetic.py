@@ -25,17 +25,20 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from meddenoise.estimate import flat_window_noise_std
+from meddenoise.data import sample_patches
+from meddenoise.estimate import flat_window_covariance, flat_window_noise_std
 
 __all__ = [
     "LEVEL_SLACK",
     "SyntheticResult",
     "noise_amplitude",
     "synthetic_noise",
+    "train_for_measured_noise",
     "train_on_synthetic_noise",
 ]
 
@@ -82,25 +85,6 @@ def synthetic_noise(amplitude: np.ndarray, count: int, rng: np.random.Generator)
     return np.real(np.fft.ifft2(np.fft.fft2(white) * amplitude)).astype(np.float32)
 
 
-def _clean_batch(
-    images: Sequence[np.ndarray], count: int, patch: int, rng: np.random.Generator
-) -> np.ndarray:
-    """(count, C, patch, patch) random crops, each in one of the eight dihedral orientations,
-    images chosen in proportion to their area."""
-    areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
-    channels = images[0].shape[-1]
-    batch = np.empty((count, channels, patch, patch), dtype=np.float32)
-    for slot, index in enumerate(rng.choice(len(images), size=count, p=areas / areas.sum())):
-        image = images[index]
-        top = int(rng.integers(0, image.shape[0] - patch + 1))
-        left = int(rng.integers(0, image.shape[1] - patch + 1))
-        crop = np.rot90(image[top : top + patch, left : left + patch], int(rng.integers(0, 4)))
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        batch[slot] = crop.transpose(2, 0, 1)
-    return batch
-
-
 def level_range(planes: Sequence[np.ndarray]) -> tuple[float, float]:
     """The levels to train on: the flattest-window noise std of every plane, its extremes widened
     by `LEVEL_MARGIN`."""
@@ -139,6 +123,7 @@ def train_on_synthetic_noise(
     amplitude = noise_amplitude(covariance, GRID)
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     log_low, log_high = math.log(levels[0]), math.log(levels[1])
+    slack_low, slack_high = math.log(LEVEL_SLACK[0]), math.log(LEVEL_SLACK[1])
     pending = sorted(snapshots)
     start = time.monotonic()
     longest, step, last_report = 0.0, 0, -math.inf
@@ -158,9 +143,9 @@ def train_on_synthetic_noise(
         if now + longest > seconds:
             break
         began = time.monotonic()
-        clean = _clean_batch(usable, BATCH, PATCH, rng)
+        clean = sample_patches(usable, BATCH, PATCH, rng, augment=True)[0]
         told = np.exp(rng.uniform(log_low, log_high, BATCH)).astype(np.float32)
-        stds = told * np.exp(rng.uniform(*np.log(LEVEL_SLACK), BATCH)).astype(np.float32)
+        stds = told * np.exp(rng.uniform(slack_low, slack_high, BATCH)).astype(np.float32)
         noise = synthetic_noise(amplitude, BATCH * clean.shape[1], rng)[:, :PATCH, :PATCH]
         noise = noise.reshape(BATCH, clean.shape[1], PATCH, PATCH) * stds[:, None, None, None]
         noisy = torch.from_numpy(clean + noise)
@@ -203,3 +188,48 @@ def base_training_images(checkpoint: object) -> list[np.ndarray]:
         validated(DataConfig, {**fields, "val": [], "patch_size": 16}, "data"),
     )
     return loaded
+
+
+def train_for_measured_noise(
+    network: torch.nn.Module,
+    checkpoint: object,
+    planes: Sequence[np.ndarray],
+    *,
+    seconds: float,
+    rng: np.random.Generator,
+    learning_rate: float = LEARNING_RATE,
+    progress: Callable[[int, float, float, float], None] | None = None,
+    snapshots: Sequence[float] = (),
+    on_snapshot: Callable[[float, torch.nn.Module], None] | None = None,
+) -> tuple[SyntheticResult, dict[str, Any]]:
+    """The whole objective: measure the noise of the user's `planes` (H, W) or (H, W, C), train
+    `network` for it on the base `checkpoint`'s clean training images; returns what the training
+    did and the measurements for the model card."""
+    covariance = flat_window_covariance(planes)
+    levels = level_range(planes)
+    trained = train_on_synthetic_noise(
+        network,
+        base_training_images(checkpoint),
+        covariance,
+        levels,
+        seconds=seconds,
+        rng=rng,
+        learning_rate=learning_rate,
+        progress=progress,
+        snapshots=snapshots,
+        on_snapshot=on_snapshot,
+    )
+    centre = covariance.shape[0] // 2
+    variance = float(covariance[centre, centre])
+    card = {
+        "noise_std_measured": round(math.sqrt(max(variance, 0.0)), 6),
+        "noise_correlation_across_lags_1_to_3": [
+            round(float(covariance[centre, centre + lag]) / variance, 4) for lag in (1, 2, 3)
+        ],
+        "noise_correlation_down_lags_1_to_3": [
+            round(float(covariance[centre + lag, centre]) / variance, 4) for lag in (1, 2, 3)
+        ],
+        "levels_trained": [round(value, 6) for value in levels],
+        "clean_images": "the base model's training images (its config's data.train)",
+    }
+    return trained, card

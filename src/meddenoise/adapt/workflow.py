@@ -45,7 +45,6 @@ from meddenoise.adapt.objectives import OBJECTIVES, neighbour_loss
 from meddenoise.estimate import (
     blind_noise_level,
     blind_noise_map,
-    flat_window_covariance,
     flat_window_noise_std,
     sub_image_noise_level,
 )
@@ -283,13 +282,10 @@ def inference_level_map(plane: np.ndarray, level_map: str, pd_factor: int = 1) -
     """
     grey = plane.shape[-1] == 1
     values = _values(plane)
-    if level_map in ("sub-images", "flat-windows"):
-        level = (
-            sub_image_noise_level(values, pd_factor)
-            if level_map == "sub-images"
-            else flat_window_noise_std(values)
-        )
-        return np.full(plane.shape[:2], level, dtype=np.float32)
+    if level_map == "sub-images":
+        return np.full(plane.shape[:2], sub_image_noise_level(values, pd_factor), np.float32)
+    if level_map == "flat-windows":
+        return np.full(plane.shape[:2], flat_window_noise_std(values), np.float32)
     if grey and level_map == "signal-dependent":
         found = blind_noise_map(values)
         if found is not None:
@@ -691,43 +687,22 @@ def adapt(
     tuned = FineTuneResult(0, 0.0, False)
     synthetic: dict[str, Any] = {}
     if not white and objective == "synthetic":
-        from meddenoise.adapt.synthetic import (
-            base_training_images,
-            level_range,
-            train_on_synthetic_noise,
-        )
-
-        covariance = flat_window_covariance([_values(plane) for plane in training])
-        levels = level_range([_values(plane) for plane in training])
+        from meddenoise.adapt.synthetic import train_for_measured_noise
 
         def report_step(step: int, elapsed: float, remaining: float, loss: float) -> None:
             if progress is not None:
                 progress(AdaptProgress(step, elapsed, remaining, loss))
 
-        trained = train_on_synthetic_noise(
+        trained, synthetic = train_for_measured_noise(
             network,
-            base_training_images(checkpoint),
-            covariance,
-            levels,
+            checkpoint,
+            [_values(plane) for plane in training],
             seconds=minutes * 60.0,
             rng=rng,
             learning_rate=learning_rate,
             progress=report_step,
         )
         tuned = FineTuneResult(trained.steps, trained.seconds, trained.diverged)
-        centre = covariance.shape[0] // 2
-        variance = float(covariance[centre, centre])
-        synthetic = {
-            "noise_std_measured": round(math.sqrt(max(variance, 0.0)), 6),
-            "noise_correlation_across_lags_1_to_3": [
-                round(float(covariance[centre, centre + lag]) / variance, 4) for lag in (1, 2, 3)
-            ],
-            "noise_correlation_down_lags_1_to_3": [
-                round(float(covariance[centre + lag, centre]) / variance, 4) for lag in (1, 2, 3)
-            ],
-            "levels_trained": [round(value, 6) for value in levels],
-            "clean_images": "the base model's training images (its config's data.train)",
-        }
     elif not white and minutes > 0:
         level_maps = [inference_level_map(plane, adapted_levels, factor) for plane in training]
         patch = patch_side([*training, *held_back], factor)
