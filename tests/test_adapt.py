@@ -417,3 +417,36 @@ def test_the_guard_refuses_structure_above_its_limit_even_below_the_base_models(
     assert report.structure_adapted < report.structure_base
     assert report.structure_adapted > STRUCTURE_LIMIT
     assert report.worse and "structure" in report.reason
+
+
+def test_the_guard_measures_residuals_against_a_level_that_changes_across_the_image() -> None:
+    """CT-like noise, louder inside a body than in the air around it: the ideal denoiser's
+    residual is that noise.  Divided by the local level map (`noise_levels`) it measures about
+    1 x the noise where the guard's crop lies inside the body, and where the crop holds the
+    body's edge it reads less structure and a smaller residual than scored as stationary."""
+    from meddenoise.adapt.guard import central_crop, compare
+    from meddenoise.estimate import local_noise_std_map
+
+    reports = {}
+    for radius, side in ((250, 512), (110, 256)):
+        rows, columns = np.mgrid[:side, :side]
+        body = np.hypot(rows - side / 2, columns - side / 2) < radius
+        clean = np.where(body, 0.5 + 0.1 * np.sin(columns / 9.0), 0.05)
+        noise = gaussian_filter(np.random.default_rng(3).normal(0.0, 1.0, clean.shape), 1.0)
+        noisy = clean + noise / noise.std() * np.where(body, 0.03, 0.008)
+        crop = central_crop(clean)
+
+        def perfect(image: np.ndarray, crop: np.ndarray = crop) -> np.ndarray:
+            return crop
+
+        def leaves_all(image: np.ndarray, crop: np.ndarray = crop) -> np.ndarray:
+            return np.asarray(image, dtype=np.float64) * 0.9 + 0.1 * crop
+
+        for name, levels in (("plain", None), ("local", local_noise_std_map)):
+            reports[radius, name] = compare(leaves_all, perfect, [noisy], noise_levels=levels)
+    inside = reports[250, "local"]
+    assert 0.9 < inside.residual_ratio_adapted < 1.1 < reports[250, "plain"].residual_ratio_adapted
+    assert not inside.worse, inside.reason
+    edge, plain = reports[110, "local"], reports[110, "plain"]
+    assert edge.residual_ratio_adapted < plain.residual_ratio_adapted
+    assert edge.structure_adapted < plain.structure_adapted

@@ -14,7 +14,14 @@ from meddenoise.adapt.synthetic import (
     synthetic_noise,
     train_on_synthetic_noise,
 )
-from meddenoise.estimate import flat_window_covariance, flat_window_noise_std
+from meddenoise.estimate import (
+    LOCAL_QUANTILE,
+    flat_window_covariance,
+    flat_window_noise_std,
+    local_noise_std_map,
+    quantile_factor,
+    window_variances,
+)
 from meddenoise.models.cond_unet import CondUNet
 
 
@@ -116,3 +123,100 @@ def test_training_on_synthetic_noise_lowers_the_loss_within_the_budget() -> None
             network, [np.zeros((32, 32, 1), np.float32)], covariance, (0.03, 0.08),
             seconds=1.0, rng=rng,
         )  # fmt: skip
+
+
+def correlation_of_kernel() -> np.ndarray:
+    """The blurred_noise kernel's correlation, (15, 15), lag 0 at the centre."""
+    offsets = np.arange(-2, 3)
+    profile = np.exp(-(offsets**2) / 2.0)
+    kernel = np.outer(profile, profile)
+    padded = np.zeros((32, 32))
+    padded[:5, :5] = kernel
+    autocorrelation = np.fft.fftshift(np.real(np.fft.ifft2(np.abs(np.fft.fft2(padded)) ** 2)))
+    return autocorrelation[16 - 7 : 16 + 8, 16 - 7 : 16 + 8] / autocorrelation[16, 16]
+
+
+def test_the_quantile_factor_is_the_quantile_of_pure_noise_windows() -> None:
+    white = np.zeros((15, 15))
+    white[7, 7] = 1.0
+    for covariance, noise in (
+        (white, np.random.default_rng(9).normal(0.0, 1.0, (512, 512))),
+        (correlation_of_kernel(), blurred_noise((512, 512), 1.0, 10)),
+    ):
+        measured = np.quantile(window_variances(noise), LOCAL_QUANTILE) / noise.var()
+        assert quantile_factor(covariance) == pytest.approx(measured, rel=0.05)
+    # Correlated noise has fewer effective degrees of freedom: its low quantile lies lower.
+    assert quantile_factor(correlation_of_kernel()) < quantile_factor(white) - 0.1
+
+
+def test_the_local_map_follows_a_level_that_changes_across_the_image() -> None:
+    image = smooth_image((256, 512))
+    stds = np.where(np.arange(512) < 256, 0.02, 0.06)[None, :]
+    for noise in (
+        np.random.default_rng(11).normal(0.0, 1.0, image.shape),
+        blurred_noise(image.shape, 1.0, 12),
+    ):
+        levels = local_noise_std_map(image + noise * stds)
+        assert levels.shape == image.shape and levels.dtype == np.float32
+        # Away from the step (the map reads about 56 px each side of a pixel).
+        assert np.median(levels[:, :160]) == pytest.approx(0.02, rel=0.15)
+        assert np.median(levels[:, 352:]) == pytest.approx(0.06, rel=0.15)
+    # One std for the whole image reads the quiet half (its flattest windows are there): what
+    # CT's air and body edge do to the level of its body.
+    assert flat_window_noise_std(image + noise * stds) < 0.025
+
+
+def test_the_local_map_on_constant_small_and_bad_images() -> None:
+    assert not np.any(local_noise_std_map(np.full((64, 64), 0.3)))
+    small = smooth_image((24, 24)) + np.random.default_rng(13).normal(0.0, 0.05, (24, 24))
+    assert np.all(local_noise_std_map(small) == np.float32(flat_window_noise_std(small)))
+    with pytest.raises(ValueError, match="NaN"):
+        local_noise_std_map(np.full((64, 64), np.nan))
+    with pytest.raises(ValueError, match="one plane"):
+        local_noise_std_map(np.zeros((64, 64, 3)))
+
+
+class EchoLevel(torch.nn.Module):
+    """A conditioned 'network' that returns the level map it is told."""
+
+    conditioned = True
+    channels = 1
+
+    def forward(self, noisy: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        return level.expand_as(noisy)
+
+
+def test_a_local_level_network_is_told_the_map_at_every_pixel() -> None:
+    from meddenoise.inference import NeuralDenoiser
+
+    image = (
+        smooth_image((160, 320))
+        + np.random.default_rng(14).normal(0.0, 1.0, (160, 320))
+        * (np.where(np.arange(320) < 160, 0.02, 0.05)[None, :])
+    )
+    image = image.astype(np.float32)
+    denoiser = NeuralDenoiser(
+        EchoLevel(), level_map="local-flat-windows", precision="fp32", device="cpu"
+    )
+    assert np.allclose(denoiser(image), local_noise_std_map(image), atol=1e-7)
+    # Colour images are told one std each, as "flat-windows" tells them.
+    assert denoiser.noise_level(image) == flat_window_noise_std(image)
+
+
+def test_ct_files_are_told_local_levels_and_others_one_level(tmp_path) -> None:
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from meddenoise.adapt.synthetic import level_map_for
+    from meddenoise.adapt.workflow import read_planes
+
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(get_testdata_file(name), tmp_path / name)
+    assert read_planes([tmp_path / "CT_small.dcm"], channels=1).modalities == ("CT",)
+    assert level_map_for(["CT", "CT"]) == "local-flat-windows"
+    assert level_map_for(["CT", "MR"]) == level_map_for([None]) == "flat-windows"
+    assert level_map_for([]) == "flat-windows"
+    planes = [smooth_image((128, 128)) + blurred_noise((128, 128), 0.03, 15)]
+    low, high = level_range(planes, "local-flat-windows")
+    assert low < 0.5 * 0.03 * 1.1 and 1.5 * 0.03 * 0.85 < high < 1.5 * 0.03 * 1.4

@@ -135,3 +135,35 @@ def test_low_dose_ct_training_uses_the_sinogram_pool(tmp_path):
     del config["data"]["window"]  # the legacy, uncalibrated path (no window, no body ellipse)
     result = fit(load_config(config), progress=False)
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_psnr"])
+
+
+def test_ct_training_with_local_level_maps(tmp_path) -> None:
+    """``noise.level_map: local-flat-windows``: each patch is told the map read on its noisy
+    slice, cut with it; validation crops get the map's crop; the checkpoint says the rule."""
+    from meddenoise.checkpoint import load_checkpoint
+    from meddenoise.data import epoch_batches, prepare_data
+
+    config = load_config(
+        ct_config(
+            tmp_path,
+            pixel_spacing_range=[0.5, 1.0],
+            ct_filters=["ramp"],
+            ct_views=[60],
+            level_map="local-flat-windows",
+        )
+    )
+    data = prepare_data(config)
+    noisy, _, levels = next(epoch_batches(data, config, 0))
+    assert levels.shape == (noisy.shape[0], 1, *noisy.shape[-2:]) and noisy.shape[1] == 1
+    assert np.all(levels > 0) and np.all(np.isfinite(levels))
+    assert np.asarray(data.val_levels[0]).shape == (1, 64, 64)
+    result = fit(config, progress=False)
+    assert np.isfinite(result.history[-1]["val_psnr"])
+    assert load_checkpoint(result.best).level_map == "local-flat-windows"
+
+
+def test_local_level_maps_are_for_grey_ct_only(tmp_path) -> None:
+    config = ct_config(tmp_path, level_map="local-flat-windows")
+    config["noise"] = {"kind": "gaussian", "level_map": "local-flat-windows"}
+    with pytest.raises(ConfigError, match="local-flat-windows"):
+        load_config(config)

@@ -50,12 +50,13 @@ class Checkpoint:
     @property
     def level_map(self) -> str:
         """How the network is told noise levels: "signal-dependent" when it trained on per-pixel
-        noise maps, "sub-images" or "flat-windows" when it was adapted to correlated noise
+        noise maps, "sub-images", "flat-windows" or "local-flat-windows" when it was adapted to
+        correlated noise
         (`meddenoise.adapt`), else "scalar"."""
         config = self.metadata.get("config")
         noise = config.get("noise") if isinstance(config, dict) else None
         level_map = noise.get("level_map", "scalar") if isinstance(noise, dict) else "scalar"
-        known = ("signal-dependent", "sub-images", "flat-windows")
+        known = ("signal-dependent", "sub-images", "flat-windows", "local-flat-windows")
         return level_map if level_map in known else "scalar"
 
 

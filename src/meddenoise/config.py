@@ -59,11 +59,14 @@ class NoiseConfig(Strict):
         description="relative spread of the noise level given to conditioned networks in "
         "training (e.g. 0.1), so blind use tolerates estimation errors",
     )
-    level_map: Literal["scalar", "signal-dependent"] = Field(
+    level_map: Literal["scalar", "signal-dependent", "local-flat-windows"] = Field(
         "scalar",
         description="what conditioned networks are told: one noise std per patch (scalar), or "
         "a per-pixel std map read from the smoothed noisy patch (signal-dependent: "
-        "Poisson-Gaussian noise varies with intensity; inference fits the map blind)",
+        "Poisson-Gaussian noise varies with intensity; inference fits the map blind), or "
+        "(low-dose CT) a per-pixel std from the flattest windows near each pixel of the noisy "
+        "slice (local-flat-windows, `estimate.local_noise_std_map`: CT noise is louder at the "
+        "body's centre than at its edge), as inference reads it",
     )
     constant_map_fraction: float = Field(
         0.0,
@@ -294,6 +297,10 @@ class TrainConfig(Strict):
                 )
             if self.data.channels != 1:
                 raise ValueError("noise.level_map signal-dependent is for grey (channels 1) data")
+        if self.noise.level_map == "local-flat-windows" and (
+            self.noise.kind != "low-dose-ct" or self.data.channels != 1
+        ):
+            raise ValueError("noise.level_map local-flat-windows is made for grey low-dose CT")
         if self.noise.level_source == "estimate":
             # Low-dose CT levels are always the slice's blind estimate; maps have their own fit.
             if (

@@ -344,7 +344,11 @@ def sample_patches(
     choices = rng.choice(len(images), size=count, p=areas / areas.sum())
     channels = images[0].shape[-1]
     patches = np.empty((count, channels, size, size), dtype=np.float32)
-    partner_patches = np.empty_like(patches) if partners is not None else None
+    partner_patches = (
+        None
+        if partners is None
+        else np.empty((count, partners[0].shape[-1], size, size), dtype=np.float32)
+    )
     for slot, index in enumerate(choices):
         image = images[index]
         top = int(rng.integers(0, image.shape[0] - size + 1))
@@ -517,7 +521,7 @@ def _ct_noisy(
     unit_sinogram: np.ndarray | None = None,
     own_spacing: float | None = None,
     targets: dict[tuple[str, int], np.ndarray] | None = None,
-) -> tuple[np.ndarray, float, np.ndarray]:
+) -> tuple[np.ndarray, float | np.ndarray, np.ndarray]:
     """A low-dose reconstruction of `clean` (H, W, 1), its blind noise estimate and its target.
 
     The draw comes from `ct_noise_model`.  The noise-free sinogram is dose-independent and
@@ -525,9 +529,11 @@ def _ct_noisy(
     number of views (`unit_sinogram`) to skip the forward projection.  The level handed to a
     conditioned network is the same blind estimate inference makes on the whole slice (FBP noise
     is correlated, so the estimate is not the noise std; training on it keeps training and use
-    consistent).  The target is `clean`, or with ``noise.ct_target: noise-free-fbp`` the
-    noise-free reconstruction through the same views and filter (it depends on neither dose nor
-    spacing: `targets` caches it by filter and views).
+    consistent); with ``noise.level_map: local-flat-windows`` it is the (H, W) map
+    `local_noise_std_map` reads on the noisy slice, as inference does.  The target is `clean`,
+    or with ``noise.ct_target: noise-free-fbp`` the noise-free reconstruction through the same
+    views and filter (it depends on neither dose nor spacing: `targets` caches it by filter and
+    views).
     """
     from meddenoise.estimate import blind_noise_level
 
@@ -549,6 +555,10 @@ def _ct_noisy(
             if targets is not None:
                 targets[key] = cached
         target = cached
+    if config.noise.level_map == "local-flat-windows":
+        from meddenoise.estimate import local_noise_std_map
+
+        return noisy[..., None], local_noise_std_map(noisy), target
     return noisy[..., None], blind_noise_level(noisy), target
 
 
@@ -638,7 +648,7 @@ def prepare_data(config: TrainConfig) -> TrainingData:
     wholes = [image for image in val_sources for _ in range(data.val_draws)]
     whole_spacings = [spacing for spacing in val_spacings for _ in range(data.val_draws)]
     val_clean = [central_crop(image, data.val_size) for image in wholes]
-    val_noisy, levels = [], []
+    val_noisy, val_levels = [], []
     for index, clean in enumerate(val_clean):
         rng = np.random.default_rng([config.seed, VALIDATION_STREAM, index])
         if config.noise.kind == "low-dose-ct":
@@ -652,6 +662,8 @@ def prepare_data(config: TrainConfig) -> TrainingData:
             )
             noisy = central_crop(noisy_whole, data.val_size)
             val_clean[index] = central_crop(target, data.val_size)
+            if isinstance(level, np.ndarray):  # a per-pixel map: (1, H, W), cut as the crop
+                level = central_crop(level, data.val_size)[None]
         else:
             noisy_batch, level_batch = add_noise(clean.transpose(2, 0, 1)[None], config.noise, rng)
             noisy, level = noisy_batch[0].transpose(1, 2, 0), level_batch[0]
@@ -659,14 +671,14 @@ def prepare_data(config: TrainConfig) -> TrainingData:
             if config.noise.level_source == "estimate":  # what inference tells the network
                 level = blind_noise_level(noisy[..., 0] if noisy.shape[-1] == 1 else noisy)
         val_noisy.append(noisy.transpose(2, 0, 1))
-        levels.append(level)
+        val_levels.append(level)
     return TrainingData(
         "synthetic",
         train_images,
         None,
         val_noisy,
         [clean.transpose(2, 0, 1) for clean in val_clean],
-        levels,
+        val_levels,
         {
             "train_images": len(train_images),
             "val_images": len(val_sources),
@@ -720,16 +732,23 @@ def epoch_batches(
             targets = {key[1:]: value for key, value in data.ct_targets.items() if key[0] == index}
             draws.append(_ct_noisy(image, config, rng, sinogram, spacings[index], targets))
             data.ct_targets.update({(index, *key): value for key, value in targets.items()})
+        maps = config.noise.level_map == "local-flat-windows"
+        # A per-pixel level map travels with its slice as a second channel, cut and flipped
+        # with each patch.
         noisy, clean, sources = sample_patches(
-            [noisy for noisy, _, _ in draws],
+            [np.concatenate([noisy, np.asarray(level)[..., None]], axis=-1) if maps else noisy
+             for noisy, level, _ in draws],
             count,
             size,
             rng,
             augment=augment,
             partners=[target for _, _, target in draws],
-        )
+        )  # fmt: skip
         assert clean is not None
-        levels = np.array([level for _, level, _ in draws], dtype=np.float32)[sources]
+        if maps:
+            noisy, levels = np.ascontiguousarray(noisy[:, :1]), np.ascontiguousarray(noisy[:, 1:])
+        else:
+            levels = np.array([level for _, level, _ in draws], dtype=np.float32)[sources]
     elif config.noise.level_source == "estimate":
         noisy, clean, levels = sample_blindly_levelled(
             data.train_images, count, size, config.noise, rng, augment=augment

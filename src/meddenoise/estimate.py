@@ -22,6 +22,7 @@ dragged both estimates down by 20-77%).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -613,3 +614,128 @@ def flat_window_noise_std(image: np.ndarray) -> float:
         raise ValueError(f"an image of {values.shape} is too small to measure its noise")
     covariance = flat_window_covariance([values], window=window, max_lag=0)
     return float(np.sqrt(max(float(covariance[0, 0]), 0.0)))
+
+
+# --- non-stationary noise: a local level map from the flattest nearby windows -------------------
+
+# Windows of 16² every 8 px; each pixel's level comes from the flattest tenth of the 13 x 13
+# windows around it (about 110 px across: CT noise changes over centimetres, from the body's
+# centre to its edge and the air around it).  Chosen on the adaptation tuning CT (docs/adapt.md,
+# session 8): the flattest tenth of a neighbour window's 169 read the added noise at 1.0-1.4 x on
+# CT of 2-120 HU, where one std for the whole slice read it at 0.3-0.8 x (air is quieter than the
+# body) and the flattest 32² windows of the central crop at 0.7-7 x.
+LOCAL_WINDOW = 16
+LOCAL_STRIDE = 8
+LOCAL_REACH = 6
+LOCAL_QUANTILE = 0.1
+
+
+def window_variances(
+    plane: np.ndarray, window: int = LOCAL_WINDOW, stride: int = LOCAL_STRIDE
+) -> np.ndarray:
+    """The variance of every `window`² window of `plane` (H, W) at steps of `stride`, after
+    removing its least-squares plane and corrected for the plane's three degrees of freedom:
+    (rows, columns), row i holding the windows that start at pixel row i x stride."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    windows = sliding_window_view(np.asarray(plane, dtype=np.float64), (window, window))
+    windows = windows[::stride, ::stride]
+    # Centred coordinates are orthogonal to the constant and to each other on a square window,
+    # so the plane's fit is three independent projections.
+    centred = np.arange(window) - (window - 1) / 2
+    pixels = window * window
+    mean = windows.mean(axis=(-2, -1))
+    slope_down = np.einsum("...ij,i->...", windows, centred)
+    slope_across = np.einsum("...ij,j->...", windows, centred)
+    squares = window * float(centred @ centred)
+    residual = (
+        np.einsum("...ij,...ij->...", windows, windows)
+        - pixels * mean**2
+        - (slope_down**2 + slope_across**2) / squares
+    )
+    return np.maximum(residual, 0.0) / (pixels - 3)
+
+
+def quantile_factor(
+    covariance: np.ndarray, window: int = LOCAL_WINDOW, quantile: float = LOCAL_QUANTILE
+) -> float:
+    """The `quantile` of a pure-noise window's detrended variance (`window_variances`) over the
+    noise variance, for Gaussian noise with `covariance` ((2L + 1)², lag 0 at the centre; zero
+    beyond lag L).  The statistic is a quadratic form of the window; its distribution is taken
+    as a scaled chi-square with the same mean and variance (Satterthwaite), so the factor
+    follows the noise's correlation: correlated noise has fewer effective degrees of freedom in
+    a window, and its low quantile lies further below its variance.  Deterministic."""
+    from scipy.stats import chi2
+
+    lag = covariance.shape[0] // 2
+    variance = float(covariance[lag, lag])
+    if not variance > 0:
+        raise ValueError("the noise covariance has no variance")
+    rows, columns = np.divmod(np.arange(window * window), window)
+    down = rows[:, None] - rows[None, :]
+    across = columns[:, None] - columns[None, :]
+    inside = (np.abs(down) <= lag) & (np.abs(across) <= lag)
+    sigma = np.where(
+        inside, covariance[np.clip(down + lag, 0, 2 * lag), np.clip(across + lag, 0, 2 * lag)], 0.0
+    )
+    centred = np.arange(window) - (window - 1) / 2
+    design = np.stack([np.ones(window * window), centred[rows], centred[columns]], axis=1)
+    projector = np.eye(window * window) - design @ np.linalg.pinv(design)
+    product = projector @ sigma @ projector
+    trace, trace_squared = float(np.trace(product)), float(np.sum(product * product.T))
+    freedom = trace**2 / trace_squared
+    mean = trace / (window * window - 3)
+    return float(mean * chi2.ppf(quantile, freedom) / freedom / variance)
+
+
+def local_noise_std_map(
+    plane: np.ndarray,
+    covariance: np.ndarray | None = None,
+    *,
+    reach: int = LOCAL_REACH,
+    quantile: float = LOCAL_QUANTILE,
+) -> np.ndarray:
+    """A per-pixel noise std map of `plane` (H, W) for noise whose level changes slowly across
+    the image (CT: louder at the body's centre than at its edge and in the air around it).
+
+    Each pixel's variance is the `quantile` of the detrended variances (`window_variances`) of the
+    windows within `reach` steps of it, divided by what that quantile is for pure noise with the
+    noise's correlation (`quantile_factor`; `covariance` by default measured on the plane's
+    flattest windows, `flat_window_covariance`), then interpolated to every pixel.  Constant
+    windows (padding, clipped air) are left out; where a neighbourhood has none left, the plane's
+    median level stands in.  An image under two windows across gets its one flat-window std.
+    """
+    values = np.asarray(plane, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"expected one plane (H, W), got shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("image contains NaN or Inf; cannot measure its noise")
+    if min(values.shape) < 2 * LOCAL_WINDOW:
+        return np.full(values.shape, flat_window_noise_std(values), dtype=np.float32)
+    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy import ndimage
+
+    variances = window_variances(values)
+    # Constant windows read rounding error, not noise: below a ten-millionth of the image's
+    # scale (under float32's resolution) a window counts as constant.
+    variances[variances <= (1e-7 * float(np.max(np.abs(values)))) ** 2] = np.nan
+    if np.all(np.isnan(variances)):
+        return np.zeros(values.shape, dtype=np.float32)  # constant: no noise to tell
+    if covariance is None:
+        covariance = flat_window_covariance([values])
+    side = 2 * reach + 1
+    padded = np.pad(variances, reach, constant_values=np.nan)
+    neighbours = sliding_window_view(padded, (side, side)).reshape(*variances.shape, -1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods, filled below
+        local = np.nanquantile(neighbours, quantile, axis=-1)
+    local = np.where(np.isfinite(local), local, np.nanmedian(local))
+    stds = np.sqrt(local / quantile_factor(covariance, LOCAL_WINDOW, quantile))
+    # Window centres sit at (window - 1) / 2 + stride x index; pixels outside them take the
+    # nearest centre's value.
+    coordinates = [
+        np.clip((np.arange(size) - (LOCAL_WINDOW - 1) / 2) / LOCAL_STRIDE, 0, count - 1)
+        for size, count in zip(values.shape, stds.shape, strict=True)
+    ]
+    grid = np.meshgrid(*coordinates, indexing="ij")
+    return ndimage.map_coordinates(stds, grid, order=1, mode="nearest").astype(np.float32)

@@ -28,6 +28,7 @@ from meddenoise.estimate import (
     blind_noise_level,
     blind_noise_map,
     flat_window_noise_std,
+    local_noise_std_map,
     sub_image_noise_level,
 )
 from meddenoise.types import PRECISIONS, FloatArray, layout_of
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 # Where a network runs: torch itself, or its ONNX export in ONNX Runtime (the `export` extra).
 BACKENDS = ("torch", "onnxruntime")
 # How a conditioned network is told the noise level (`NeuralDenoiser.level_map`).
-LEVEL_MAPS = ("scalar", "signal-dependent", "sub-images", "flat-windows")
+LEVEL_MAPS = ("scalar", "signal-dependent", "sub-images", "flat-windows", "local-flat-windows")
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -234,7 +235,9 @@ class NeuralDenoiser:
       sub-images, `estimate.sub_image_noise_level`: for networks adapted to correlated noise) or
       "flat-windows" (one std per image from the flattest windows, white or correlated noise,
       `estimate.flat_window_noise_std`: for networks trained by `meddenoise adapt` on noise
-      synthesised from the user's own).
+      synthesised from the user's own, session 7) or "local-flat-windows" (grey images: a
+      per-pixel std from the flattest windows near each pixel, `estimate.local_noise_std_map`,
+      for noise whose level changes across the image, as CT's; colour: "flat-windows").
     - `precision`: "auto" (the default: bf16 where the device runs it natively, fp32 elsewhere),
       "fp32", or "bf16" (still fp32 where bf16 would be emulated; see `resolve_precision`).  Its
       cost against fp32 is measured in docs/models.md.
@@ -306,13 +309,17 @@ class NeuralDenoiser:
             return self.sigma
         if self.level_map == "sub-images":
             return sub_image_noise_level(plane, int(getattr(self.network, "pd_factor", 1)))
-        if self.level_map == "flat-windows":
+        if self.level_map in ("flat-windows", "local-flat-windows"):
             return flat_window_noise_std(plane)
         return blind_noise_level(plane)
 
     def _noise_map(self, plane: np.ndarray) -> np.ndarray | None:
-        """A per-pixel std map for a grey `plane` with signal-dependent noise, else None."""
-        if self.level_map != "signal-dependent" or self.sigma is not None:
+        """A per-pixel std map for a grey `plane` (signal-dependent or local noise), else None."""
+        if self.sigma is not None:
+            return None
+        if self.level_map == "local-flat-windows":
+            return local_noise_std_map(plane)
+        if self.level_map != "signal-dependent":
             return None
         return blind_noise_map(plane)
 

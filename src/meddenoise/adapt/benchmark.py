@@ -188,13 +188,18 @@ def gaussian_cases(setting: str, images: Sequence[TestImage], seed: int) -> list
 
 
 def ct_cases(entries: Sequence[tuple[str, str]], seed: int) -> list[Case]:
+    """Whole simulated slices: adaptation and every method see the whole noisy slice, as a user's
+    series gives them, and `score` reads the central `CROP` square.  The slices are first made
+    nearly noise-free (`load_ct_slice`'s BM3D clean reference, as the CT grid's): a real slice's
+    own noise is the size of the added noise here, and a method that removed both would be
+    scored down against the slice as it is."""
     from meddenoise.benchmark import load_ct_slice
     from meddenoise.noise import LowDoseCT
 
     rng = np.random.default_rng(seed)
     cases = []
     for label, entry in entries:
-        ct_slice = load_ct_slice(entry, clean_reference=False)
+        ct_slice = load_ct_slice(entry, clean_reference=True)
         model = LowDoseCT(
             dose_fraction=CT_DOSE,
             pixel_spacing_mm=CT_SPACING_MM,
@@ -203,14 +208,13 @@ def ct_cases(entries: Sequence[tuple[str, str]], seed: int) -> list[Case]:
         )
         sinogram = model.sinogram(ct_slice.clean)
         shape = ct_slice.clean.shape
-        reference = central_crop(model.noise_free_from_sinogram(sinogram, shape), CROP)
-        noisy = central_crop(model.noisy_from_sinogram(sinogram, shape, rng), CROP)
+        reference = model.noise_free_from_sinogram(sinogram, shape)
+        noisy = model.noisy_from_sinogram(sinogram, shape, rng)
         # The true power spectrum: the mean periodogram of independent draws of the noise.
         periodograms = [
-            np.abs(np.fft.fft2(central_crop(model.noisy_from_sinogram(sinogram, shape, rng), CROP)
-                               - reference)) ** 2
+            np.abs(np.fft.fft2(model.noisy_from_sinogram(sinogram, shape, rng) - reference)) ** 2
             for _ in range(PSD_DRAWS)
-        ]  # fmt: skip
+        ]
         cases.append(Case(label, reference, noisy, np.mean(periodograms, axis=0)))
     return cases
 
@@ -250,9 +254,10 @@ def score(
 ) -> Row:
     psnrs, ssims, started = [], [], time.monotonic()
     for case in cases:
-        output = run(case)
-        psnrs.append(metrics.psnr(case.clean, output, data_range=1.0))
-        ssims.append(metrics.ssim(case.clean, output, data_range=1.0))
+        # The central CROP square (the whole image for the grey settings' crops).
+        clean, output = central_crop(case.clean, CROP), central_crop(run(case), CROP)
+        psnrs.append(metrics.psnr(clean, output, data_range=1.0))
+        ssims.append(metrics.ssim(clean, output, data_range=1.0))
     row = Row(setting, method, float(np.mean(psnrs)), float(np.mean(ssims)),
               time.monotonic() - started)  # fmt: skip
     logger.info("%-12s %-22s %6.2f dB  SSIM %.4f", setting, method, row.psnr, row.ssim)
@@ -345,8 +350,9 @@ def synthetic_rows(
 ) -> tuple[list[Row], list[str]]:
     """`adapt`'s default objective ("synthetic"): one training run of max(minutes), scored at
     each budget; the guard's verdict on the final network."""
-    from meddenoise.adapt.synthetic import train_for_measured_noise
+    from meddenoise.adapt.synthetic import level_map_for, train_for_measured_noise
     from meddenoise.checkpoint import load_checkpoint
+    from meddenoise.estimate import local_noise_std_map
     from meddenoise.methods import shipped_weights
 
     path = shipped_weights("grey")
@@ -363,9 +369,11 @@ def synthetic_rows(
         return [row], [f"{setting}: noise measured white ({correlation}), base model kept"]
     network = copy.deepcopy(checkpoint.network)
     rows: list[Row] = []
+    # As `adapt` decides from the files' DICOM Modality: the CT setting's slices are CT.
+    rule = level_map_for(["CT"] if setting.startswith("ct") else [None])
 
     def snapshot(seconds: float, current: torch.nn.Module) -> None:
-        denoiser = denoiser_for(copy.deepcopy(current), "flat-windows", "synthetic")
+        denoiser = denoiser_for(copy.deepcopy(current), rule, "synthetic")
         rows.append(
             score(setting, f"synthetic {seconds / 60:g} min", cases, lambda c: denoiser(c.noisy))
         )
@@ -379,9 +387,13 @@ def synthetic_rows(
         rng=np.random.default_rng(seed),
         snapshots=[60 * value for value in budgets],
         on_snapshot=snapshot,
+        level_map=rule,
     )
     report = compare(
-        base, denoiser_for(network, "flat-windows", "synthetic"), [p[..., 0] for p in held_back]
+        base,
+        denoiser_for(network, rule, "synthetic"),
+        [p[..., 0] for p in held_back],
+        noise_levels=local_noise_std_map if rule == "local-flat-windows" else None,
     )
     line = guard_line(f"{setting} synthetic {max(budgets):g} min", report, measured)
     line += f"; {trained.steps} steps, levels trained {np.round(trained.levels, 4).tolist()}"

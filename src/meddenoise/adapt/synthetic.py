@@ -6,7 +6,13 @@ its spatial covariance in the flattest windows of their images
 (`meddenoise.estimate.flat_window_covariance`).  So the base network is fine-tuned, at full
 resolution, on the base model's clean images plus noise drawn with that covariance (white noise
 filtered by the square root of its spectrum), with a supervised L1 loss.  At inference it is told
-each image's noise std from the same flattest windows (``level_map: flat-windows``).
+the level as in training: by default each image's noise std from the same flattest windows
+(``level_map: flat-windows``); for CT (every input's DICOM Modality CT), at each pixel the
+noise std of the flattest windows near it (``level_map: local-flat-windows``,
+`meddenoise.estimate.local_noise_std_map`): CT noise is louder at the body's centre than at its
+edge and in the air around it, so one std per slice read it at 0.3-0.8 of the std where the
+anatomy is, while on stationary noise the local map reads texture as noise (docs/adapt.md,
+session 8).
 
 Why not self-supervised: Neighbor2Neighbor needs a target whose noise is independent of the
 input's, which correlated noise denies at one pixel and pixel-shuffle sub-images only restore by
@@ -31,11 +37,16 @@ import numpy as np
 import torch
 
 from meddenoise.data import sample_patches
-from meddenoise.estimate import flat_window_covariance, flat_window_noise_std
+from meddenoise.estimate import (
+    flat_window_covariance,
+    flat_window_noise_std,
+    local_noise_std_map,
+)
 
 __all__ = [
     "LEVEL_SLACK",
     "SyntheticResult",
+    "level_map_for",
     "noise_amplitude",
     "synthetic_noise",
     "train_for_measured_noise",
@@ -51,6 +62,19 @@ LEARNING_RATE = 1e-4
 LEVEL_SLACK = (0.85, 1.3)
 # Levels told in training span the users' planes' estimates widened by these factors.
 LEVEL_MARGIN = (0.5, 1.5)
+# The share of each plane's level map left out at either end when reading its range.
+LEVEL_TAIL = 0.05
+
+
+def level_map_for(modalities: Sequence[str | None]) -> str:
+    """How a network adapted on images of these DICOM `modalities` (None: not DICOM) is told its
+    levels (`NeuralDenoiser.level_map`): per pixel for CT, whose noise level follows the body
+    (`local_noise_std_map`), one per image otherwise (`flat_window_noise_std`)."""
+    return (
+        "local-flat-windows"
+        if modalities and all(m == "CT" for m in modalities)
+        else ("flat-windows")
+    )
 
 
 @dataclass(frozen=True)
@@ -85,11 +109,23 @@ def synthetic_noise(amplitude: np.ndarray, count: int, rng: np.random.Generator)
     return np.real(np.fft.ifft2(np.fft.fft2(white) * amplitude)).astype(np.float32)
 
 
-def level_range(planes: Sequence[np.ndarray]) -> tuple[float, float]:
-    """The levels to train on: the flattest-window noise std of every plane, its extremes widened
-    by `LEVEL_MARGIN`."""
-    values = [flat_window_noise_std(plane) for plane in planes]
-    low, high = min(values) * LEVEL_MARGIN[0], max(values) * LEVEL_MARGIN[1]
+def level_range(
+    planes: Sequence[np.ndarray], level_map: str = "flat-windows"
+) -> tuple[float, float]:
+    """The levels to train on: what the network will be told on the planes (`level_map`: each
+    plane's `flat_window_noise_std`, or the range of its `local_noise_std_map` with 5 % tails
+    left out), the extremes widened by `LEVEL_MARGIN`."""
+    lows, highs = [], []
+    for plane in planes:
+        values = np.asarray(plane, dtype=np.float64)
+        if level_map == "local-flat-windows":
+            levels = local_noise_std_map(values.mean(axis=-1) if values.ndim == 3 else values)
+            lows.append(float(np.quantile(levels, LEVEL_TAIL)))
+            highs.append(float(np.quantile(levels, 1 - LEVEL_TAIL)))
+        else:
+            lows.append(flat_window_noise_std(values))
+            highs.append(lows[-1])
+    low, high = min(lows) * LEVEL_MARGIN[0], max(highs) * LEVEL_MARGIN[1]
     if not (math.isfinite(low) and high > 0):
         raise ValueError("the images show no noise to learn (their flattest windows are constant)")
     return max(low, high * 1e-3), high
@@ -201,12 +237,14 @@ def train_for_measured_noise(
     progress: Callable[[int, float, float, float], None] | None = None,
     snapshots: Sequence[float] = (),
     on_snapshot: Callable[[float, torch.nn.Module], None] | None = None,
+    level_map: str = "flat-windows",
 ) -> tuple[SyntheticResult, dict[str, Any]]:
     """The whole objective: measure the noise of the user's `planes` (H, W) or (H, W, C), train
     `network` for it on the base `checkpoint`'s clean training images; returns what the training
-    did and the measurements for the model card."""
+    did and the measurements for the model card.  `level_map`: the rule the network will be
+    told its levels by (`level_map_for`), which sets the range of levels trained on."""
     covariance = flat_window_covariance(planes)
-    levels = level_range(planes)
+    levels = level_range(planes, level_map)
     trained = train_on_synthetic_noise(
         network,
         base_training_images(checkpoint),

@@ -11,7 +11,8 @@ The steps, each its own function so the benchmark can run them with other settin
 4. The objective.  "synthetic" (the default, `meddenoise.adapt.synthetic`): the noise's
    covariance measured in the flattest windows, the base network trained at full resolution on
    its own clean training images plus noise drawn with that covariance, told each image's
-   flattest-window noise std (``level_map`` "flat-windows").  "pd-n2n": the base weights on the
+   flattest-window noise std (``level_map`` "flat-windows"; CT: at each pixel the std of the
+   flattest windows near it, "local-flat-windows").  "pd-n2n": the base weights on the
    pixel-shuffle sub-images at the smallest stride where the correlation is gone (`PDCondUNet`,
    told the std measured on them, ``level_map`` "sub-images"), fine-tuned with
    Neighbor2Neighbor there (`fine_tune`, `objectives`) only with a budget.  On the final set of
@@ -42,10 +43,12 @@ import torch
 from meddenoise import __version__
 from meddenoise.adapt.guard import GuardReport, compare, noise_autocorrelation
 from meddenoise.adapt.objectives import OBJECTIVES, neighbour_loss
+from meddenoise.adapt.synthetic import level_map_for
 from meddenoise.estimate import (
     blind_noise_level,
     blind_noise_map,
     flat_window_noise_std,
+    local_noise_std_map,
     sub_image_noise_level,
 )
 from meddenoise.inference import NeuralDenoiser
@@ -110,6 +113,7 @@ class Planes:
     planes: list[np.ndarray]
     images: int
     sha256: str
+    modalities: tuple[str | None, ...] = ()  # each image's DICOM Modality (None: not DICOM)
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ def read_planes(inputs: Sequence[str | os.PathLike[str]], *, channels: int) -> P
     items = plan_batch(list(inputs), plan_folder)
     digest = hashlib.sha256()
     planes: list[np.ndarray] = []
+    modalities: list[str | None] = []
     images = 0
     for item in items:
         if item.problem:
@@ -220,6 +225,7 @@ def read_planes(inputs: Sequence[str | os.PathLike[str]], *, channels: int) -> P
             if plane.shape[-1] != channels:
                 plane = np.repeat(plane, channels, axis=-1)
             planes.append(np.ascontiguousarray(plane, dtype=np.float32))
+        modalities.append(_dicom_modality(image.meta.details))
         images += 1
     if not planes:
         raise ValueError("no images found in the inputs")
@@ -228,7 +234,15 @@ def read_planes(inputs: Sequence[str | os.PathLike[str]], *, channels: int) -> P
         raise ValueError(
             f"images must be at least {MIN_SIDE} x {MIN_SIDE} pixels; found {small[0]}"
         )
-    return Planes(planes, images, digest.hexdigest())
+    return Planes(planes, images, digest.hexdigest(), tuple(modalities))
+
+
+def _dicom_modality(details: object) -> str | None:
+    """The DICOM Modality of a read image (`io.dicom.DicomDetails`), None when not DICOM or
+    not stated."""
+    datasets = getattr(details, "datasets", None) or []
+    modality = datasets[0].get("Modality") if datasets else None
+    return str(modality) if modality else None
 
 
 def hold_back(
@@ -277,14 +291,17 @@ def inference_level_map(plane: np.ndarray, level_map: str, pd_factor: int = 1) -
     The same rule as `NeuralDenoiser._run`: grey planes of a "signal-dependent" network get
     `blind_noise_map` where it finds signal-dependent noise; a "sub-images" network (adapted,
     `pd_factor`) one `sub_image_noise_level` per plane, a "flat-windows" one (trained on
-    synthetic noise) one `flat_window_noise_std` per plane; every other plane one
-    `blind_noise_level` for the whole plane.
+    synthetic noise) one `flat_window_noise_std` per plane, a "local-flat-windows" one
+    `local_noise_std_map` for grey planes (colour: one `flat_window_noise_std`); every other
+    plane one `blind_noise_level` for the whole plane.
     """
     grey = plane.shape[-1] == 1
     values = _values(plane)
     if level_map == "sub-images":
         return np.full(plane.shape[:2], sub_image_noise_level(values, pd_factor), np.float32)
-    if level_map == "flat-windows":
+    if grey and level_map == "local-flat-windows":
+        return local_noise_std_map(values)
+    if level_map in ("flat-windows", "local-flat-windows"):
         return np.full(plane.shape[:2], flat_window_noise_std(values), np.float32)
     if grey and level_map == "signal-dependent":
         found = blind_noise_map(values)
@@ -683,7 +700,9 @@ def adapt(
     # The adapted network is told the level measured on its own sub-images, where the noise is
     # white: the base model's estimate on the whole image reads correlated noise as signal; or,
     # trained on synthetic noise, the level measured as in its training.
-    adapted_levels = {"pd-n2n": "sub-images", "synthetic": "flat-windows"}.get(objective, level_map)
+    adapted_levels = {"pd-n2n": "sub-images", "synthetic": level_map_for(read.modalities)}.get(
+        objective, level_map
+    )
     tuned = FineTuneResult(0, 0.0, False)
     synthetic: dict[str, Any] = {}
     if not white and objective == "synthetic":
@@ -701,6 +720,7 @@ def adapt(
             rng=rng,
             learning_rate=learning_rate,
             progress=report_step,
+            level_map=adapted_levels,
         )
         tuned = FineTuneResult(trained.steps, trained.seconds, trained.diverged)
     elif not white and minutes > 0:
@@ -723,6 +743,7 @@ def adapt(
         denoiser_for(network, adapted_levels, "adapted"),
         # Denoisers take grey images as (H, W): (H, W, 1) would read as a volume.
         [plane[..., 0] if plane.shape[-1] == 1 else plane for plane in held_back],
+        noise_levels=local_noise_std_map if adapted_levels == "local-flat-windows" else None,
     )
     if diverged and not report.worse:
         report = GuardReport(**{**report.__dict__, "worse": True, "reason": "the loss diverged"})
