@@ -20,8 +20,9 @@ Settings:
 - ``white``: white Gaussian noise of std 15 / 255 (the control: adaptation must not harm);
 - ``ct-hamming``: low-dose CT (10 % dose, 1 mm pixels) reconstructed with a Hamming filter cut
   off at half the Nyquist frequency, a kernel outside the ct-lowdose training range (ramp,
-  Shepp-Logan, Hann at the full band; configs/ct_lowdose_calibrated.yaml); scored against the
-  noise-free reconstruction through the same filter.
+  Shepp-Logan, Hann at the full band; configs/ct_lowdose_calibrated.yaml); whole slices, made
+  nearly noise-free first (`ct_cases`), scored on their central 256² against the noise-free
+  reconstruction through the same filter.
 """
 
 from __future__ import annotations

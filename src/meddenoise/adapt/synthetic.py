@@ -70,11 +70,9 @@ def level_map_for(modalities: Sequence[str | None]) -> str:
     """How a network adapted on images of these DICOM `modalities` (None: not DICOM) is told its
     levels (`NeuralDenoiser.level_map`): per pixel for CT, whose noise level follows the body
     (`local_noise_std_map`), one per image otherwise (`flat_window_noise_std`)."""
-    return (
-        "local-flat-windows"
-        if modalities and all(m == "CT" for m in modalities)
-        else ("flat-windows")
-    )
+    if modalities and all(modality == "CT" for modality in modalities):
+        return "local-flat-windows"
+    return "flat-windows"
 
 
 @dataclass(frozen=True)
