@@ -254,6 +254,19 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def _residual_weight(
+    noisy: np.ndarray, noise_levels: Callable[[np.ndarray], np.ndarray]
+) -> tuple[float, np.ndarray | None]:
+    """The median of the plane's level map, and what a residual is multiplied by to be noise of
+    that one level (broadcastable to `noisy`); None when the map is zero (a constant plane)."""
+    levels = np.asarray(noise_levels(_grey(noisy)), dtype=np.float64)
+    level = float(np.median(levels))
+    if not level > 0:
+        return level, None
+    weight = level / np.maximum(levels, 1e-3 * level)
+    return level, weight if noisy.ndim == 2 else weight[..., None]
+
+
 def compare(
     base: Denoiser,
     adapted: Denoiser,
@@ -284,12 +297,10 @@ def compare(
     for plane in held_back:
         noisy = central_crop(np.asarray(plane, dtype=np.float32))
         noise.append(noise_autocorrelation(noisy))
-        level, weight = noise_std(noisy), None
-        if noise_levels is not None:
-            levels = np.asarray(noise_levels(_grey(noisy)), dtype=np.float64)
-            level = float(np.median(levels))
-            weight = level / np.maximum(levels, 1e-3 * level) if level > 0 else None
-            weight = weight if noisy.ndim == 2 or weight is None else weight[..., None]
+        if noise_levels is None:
+            level, weight = noise_std(noisy), None
+        else:
+            level, weight = _residual_weight(noisy, noise_levels)
         for name, denoiser in (("base", base), ("adapted", adapted)):
             denoised = np.asarray(denoiser(noisy), dtype=np.float64)
             if not np.all(np.isfinite(denoised)):
