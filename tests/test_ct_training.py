@@ -14,6 +14,7 @@ from meddenoise.data import (
     ct_noise_model,
     in_body,
     load_images_with_spacing,
+    prepare_data,
 )
 from meddenoise.train import fit
 
@@ -93,6 +94,22 @@ def test_clean_reference_removes_noise_and_keeps_the_shape() -> None:
     cleaned = clean_reference(noisy)
     assert cleaned.shape == noisy.shape and cleaned.dtype == np.float32
     assert np.std(cleaned - smooth) < 0.5 * np.std(noisy - smooth)
+
+
+def test_clean_references_leave_phantoms_as_drawn(tmp_path) -> None:
+    # A phantom is exactly noise-free: BM3D told a blind level would smooth its fine anatomy.
+    pytest.importorskip("bm3d")
+    config = load_config(ct_config(tmp_path))
+    config.data.train = ["phantom:abdomen:3", "pydicom:CT_small.dcm"]
+    config.data.val = ["phantom:abdomen:4"]
+    config.data.val_draws = 1
+    config.data.clean_reference = "bm3d"
+    data = prepare_data(config)
+    as_loaded = load_images_with_spacing(
+        ["phantom:abdomen:3", "pydicom:CT_small.dcm"], config.data
+    )[0]
+    assert np.array_equal(data.train_images[0], as_loaded[0])  # the phantom, untouched
+    assert not np.array_equal(data.train_images[1], as_loaded[1])  # the real slice, cleaned
 
 
 def test_a_small_validation_crop_is_simulated_inside_a_body() -> None:

@@ -30,10 +30,26 @@ def test_phantoms_come_from_the_seed_and_differ_between_seeds() -> None:
     assert np.mean(np.abs(first - other)) > 20.0
 
 
+def test_detailed_phantoms_add_fine_anatomy_to_the_same_body() -> None:
+    from scipy.ndimage import laplace
+
+    plain = abdomen_phantom(np.random.default_rng(8), side=256)
+    detailed = abdomen_phantom(np.random.default_rng(8), side=256, detail=np.random.default_rng(1))
+    changed = np.abs(detailed - plain) > 1.0
+    assert 0.05 < changed.mean() < 0.6  # the same body: air, bone and outline stay
+    assert np.all(detailed[:4] == AIR_HU)
+    tissue = (plain > -150) & (plain < 150)  # fat and soft tissue, where fine detail goes
+    # The median |Laplacian| reads pixel-scale detail and not the organs' edges.
+    fine = np.median(np.abs(laplace(detailed.astype(np.float64))[tissue]))
+    assert fine > 2.0 * np.median(np.abs(laplace(plain.astype(np.float64))[tissue]))
+
+
 def test_phantom_entries_load_like_packaged_images() -> None:
     image = packaged_image("phantom:abdomen:2")
     assert isinstance(image, np.ndarray) and image.shape == (512, 512)
     np.testing.assert_array_equal(image, packaged_image("phantom:abdomen:2"))
+    detailed = packaged_image("phantom:abdomen-detailed:2")
+    assert isinstance(detailed, np.ndarray) and not np.array_equal(detailed, image)
     for bad in ("phantom:brain:1", "phantom:abdomen:x", "phantom:abdomen"):
         with pytest.raises(DataError, match="phantom:abdomen:SEED"):
             packaged_image(bad)
