@@ -9,6 +9,7 @@ import torch
 from scipy.ndimage import convolve
 
 from meddenoise.adapt.synthetic import (
+    StationaryBatches,
     level_range,
     noise_amplitude,
     synthetic_noise,
@@ -108,9 +109,7 @@ def test_training_on_synthetic_noise_lowers_the_loss_within_the_budget() -> None
     losses: list[float] = []
     result = train_on_synthetic_noise(
         network,
-        [image.astype(np.float32) for image in images],
-        covariance,
-        (0.03, 0.08),
+        StationaryBatches([image.astype(np.float32) for image in images], covariance, (0.03, 0.08)),
         seconds=6.0,
         rng=rng,
         learning_rate=1e-3,
@@ -119,10 +118,7 @@ def test_training_on_synthetic_noise_lowers_the_loss_within_the_budget() -> None
     assert not result.diverged and result.steps >= 5 and result.seconds <= 7.5
     assert len(losses) >= 2 and losses[-1] < losses[0]
     with pytest.raises(ValueError, match="no clean image"):
-        train_on_synthetic_noise(
-            network, [np.zeros((32, 32, 1), np.float32)], covariance, (0.03, 0.08),
-            seconds=1.0, rng=rng,
-        )  # fmt: skip
+        StationaryBatches([np.zeros((32, 32, 1), np.float32)], covariance, (0.03, 0.08))
 
 
 def correlation_of_kernel() -> np.ndarray:
@@ -220,3 +216,45 @@ def test_ct_files_are_told_local_levels_and_others_one_level(tmp_path) -> None:
     planes = [smooth_image((128, 128)) + blurred_noise((128, 128), 0.03, 15)]
     low, high = level_range(planes, "local-flat-windows")
     assert low < 0.5 * 0.03 * 1.1 and 1.5 * 0.03 * 0.85 < high < 1.5 * 0.03 * 1.4
+
+
+def water_disc(side: int = 160, radius: float = 60.0) -> np.ndarray:
+    """A disc of water (0.5 in LowDoseCT's units) in air."""
+    rows, columns = np.mgrid[:side, :side] - (side - 1) / 2
+    return np.where(np.hypot(rows, columns) <= radius, 0.5, 0.0).astype(np.float32)
+
+
+def test_ct_noise_variance_follows_the_body() -> None:
+    from meddenoise.adapt.ct_noise import variance_shape
+
+    disc = water_disc()
+    shape = variance_shape(disc, 1.0)
+    assert shape.shape == disc.shape and np.all(np.isfinite(shape)) and np.all(shape > 0)
+    assert np.median(shape) == pytest.approx(1.0, rel=1e-3)
+    centre, rim, air = shape[80, 80], shape[80, 80 + 55], shape[5, 5]
+    assert centre > rim > air  # the most attenuated rays cross the centre; air sees few
+    # A thicker body (the same disc at wider pixels) makes the centre louder against the air.
+    wider = variance_shape(disc, 2.0)
+    assert wider[80, 80] / wider[5, 5] > 1.5 * centre / air
+
+
+def test_ct_noise_batches_are_told_the_map_inference_reads() -> None:
+    from meddenoise.adapt.ct_noise import SLICE_STEPS, CtNoiseBatches
+
+    covariance = flat_window_covariance([blurred_noise((256, 256), 0.05, 3)])
+    batches = CtNoiseBatches([water_disc()], covariance, (0.01, 0.02), batch=4, patch=32)
+    rng = np.random.default_rng(0)
+    noisy, told, clean = batches(rng)
+    assert noisy.shape == told.shape == clean.shape == (4, 1, 32, 32)
+    assert noisy.dtype == told.dtype == clean.dtype == np.float32
+    assert np.all(told > 0) and set(np.unique(clean)) <= {0.0, 0.5}
+    first = batches._current
+    for _ in range(SLICE_STEPS - 1):
+        batches(rng)
+    assert batches._current is first  # one simulated slice serves SLICE_STEPS batches
+    batches(rng)
+    assert batches._current is not first
+    noise = np.concatenate([(n - c).ravel() for n, t, c in (batches(rng) for _ in range(8))])
+    assert 0.002 < noise.std() < 0.05  # median std in 0.01-0.02, louder at the centre
+    with pytest.raises(ValueError, match="no CT slice"):
+        CtNoiseBatches([water_disc(24, 8)], covariance, (0.01, 0.02), batch=4, patch=32)

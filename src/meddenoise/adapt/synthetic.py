@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -45,6 +45,8 @@ from meddenoise.estimate import (
 
 __all__ = [
     "LEVEL_SLACK",
+    "Batches",
+    "StationaryBatches",
     "SyntheticResult",
     "level_map_for",
     "noise_amplitude",
@@ -129,11 +131,51 @@ def level_range(
     return max(low, high * 1e-3), high
 
 
+class Batches(Protocol):
+    """A source of training batches: noisy (B, C, P, P), the levels told ((B, 1, 1, 1) or
+    (B, 1, P, P)) and clean (B, C, P, P), float32, every draw from the generator passed in."""
+
+    levels: tuple[float, float]
+
+    def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class StationaryBatches:
+    """Clean `images` (H, W, C) in [0, 1] plus noise with `covariance`, one level per patch.
+
+    Each patch is told a level drawn log-uniformly from `levels`; its noise is that level times a
+    factor drawn from `LEVEL_SLACK`."""
+
+    images: Sequence[np.ndarray]
+    covariance: np.ndarray
+    levels: tuple[float, float]
+    batch: int = BATCH
+    patch: int = PATCH
+
+    def __post_init__(self) -> None:
+        self.images = [image for image in self.images if min(image.shape[:2]) >= self.patch]
+        if not self.images:
+            raise ValueError(
+                f"no clean image of at least {self.patch} x {self.patch} pixels to train on"
+            )
+        self._amplitude = noise_amplitude(self.covariance, GRID)
+
+    def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        clean = sample_patches(list(self.images), self.batch, self.patch, rng, augment=True)[0]
+        log_low, log_high = math.log(self.levels[0]), math.log(self.levels[1])
+        told = np.exp(rng.uniform(log_low, log_high, self.batch)).astype(np.float32)
+        slack_low, slack_high = math.log(LEVEL_SLACK[0]), math.log(LEVEL_SLACK[1])
+        slack = np.exp(rng.uniform(slack_low, slack_high, self.batch)).astype(np.float32)
+        noise = synthetic_noise(self._amplitude, self.batch * clean.shape[1], rng)
+        noise = noise[:, : self.patch, : self.patch].reshape(clean.shape)
+        noisy = clean + noise * (told * slack)[:, None, None, None]
+        return noisy, told[:, None, None, None], clean
+
+
 def train_on_synthetic_noise(
     network: torch.nn.Module,
-    images: Sequence[np.ndarray],
-    covariance: np.ndarray,
-    levels: tuple[float, float],
+    batches: Batches,
     *,
     seconds: float,
     rng: np.random.Generator,
@@ -142,22 +184,16 @@ def train_on_synthetic_noise(
     snapshots: Sequence[float] = (),
     on_snapshot: Callable[[float, torch.nn.Module], None] | None = None,
 ) -> SyntheticResult:
-    """Train conditioned `network` (called ``network(noisy, level)``) on clean `images` (H, W, C)
-    in [0, 1] plus noise with `covariance`, for `seconds` of wall clock.
+    """Train conditioned `network` (called ``network(noisy, level)``) on `batches` with an L1
+    loss against the clean patches, for `seconds` of wall clock.
 
-    Each patch is told a level drawn log-uniformly from `levels`; its noise is that level times a
-    factor drawn from `LEVEL_SLACK`.  The clock is read before every step and a step that would
-    end past the budget (judged by the longest so far) is not started.  `progress(step, elapsed,
-    remaining, loss)` about every two seconds; `on_snapshot(seconds, network)` once the time
-    passes each of `snapshots` (the time it takes is not counted).
+    The clock is read before every step and a step that would end past the budget (judged by
+    the longest so far) is not started.  `progress(step, elapsed, remaining, loss)` about every
+    two seconds; `on_snapshot(seconds, network)` once the time passes each of `snapshots` (the
+    time it takes is not counted).
     """
-    usable = [image for image in images if min(image.shape[:2]) >= PATCH]
-    if not usable:
-        raise ValueError(f"no clean image of at least {PATCH} x {PATCH} pixels to train on")
-    amplitude = noise_amplitude(covariance, GRID)
+    levels = batches.levels
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
-    log_low, log_high = math.log(levels[0]), math.log(levels[1])
-    slack_low, slack_high = math.log(LEVEL_SLACK[0]), math.log(LEVEL_SLACK[1])
     pending = sorted(snapshots)
     start = time.monotonic()
     longest, step, last_report = 0.0, 0, -math.inf
@@ -177,15 +213,9 @@ def train_on_synthetic_noise(
         if now + longest > seconds:
             break
         began = time.monotonic()
-        clean = sample_patches(usable, BATCH, PATCH, rng, augment=True)[0]
-        told = np.exp(rng.uniform(log_low, log_high, BATCH)).astype(np.float32)
-        stds = told * np.exp(rng.uniform(slack_low, slack_high, BATCH)).astype(np.float32)
-        noise = synthetic_noise(amplitude, BATCH * clean.shape[1], rng)[:, :PATCH, :PATCH]
-        noise = noise.reshape(BATCH, clean.shape[1], PATCH, PATCH) * stds[:, None, None, None]
-        noisy = torch.from_numpy(clean + noise)
-        level = torch.from_numpy(told)[:, None, None, None]
+        noisy, told, clean = (torch.from_numpy(array) for array in batches(rng))
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.l1_loss(network(noisy, level), torch.from_numpy(clean))
+        loss = torch.nn.functional.l1_loss(network(noisy, told), clean)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             network.eval()
@@ -243,11 +273,18 @@ def train_for_measured_noise(
     told its levels by (`level_map_for`), which sets the range of levels trained on."""
     covariance = flat_window_covariance(planes)
     levels = level_range(planes, level_map)
+    batches: Batches
+    if level_map == "local-flat-windows":  # CT: whole clean slices, told the local map
+        from meddenoise.adapt.ct_noise import CtNoiseBatches, load_ct_slices
+
+        batches = CtNoiseBatches(load_ct_slices(), covariance, levels, BATCH, PATCH)
+        clean_images = "clean CT slices (meddenoise.adapt.ct_noise.CT_SLICES)"
+    else:
+        batches = StationaryBatches(base_training_images(checkpoint), covariance, levels)
+        clean_images = "the base model's training images (its config's data.train)"
     trained = train_on_synthetic_noise(
         network,
-        base_training_images(checkpoint),
-        covariance,
-        levels,
+        batches,
         seconds=seconds,
         rng=rng,
         learning_rate=learning_rate,
@@ -266,6 +303,6 @@ def train_for_measured_noise(
             round(float(covariance[centre + lag, centre]) / variance, 4) for lag in (1, 2, 3)
         ],
         "levels_trained": [round(value, 6) for value in levels],
-        "clean_images": "the base model's training images (its config's data.train)",
+        "clean_images": clean_images,
     }
     return trained, card
