@@ -258,3 +258,29 @@ def test_ct_noise_batches_are_told_the_map_inference_reads() -> None:
     assert 0.002 < noise.std() < 0.05  # median std in 0.01-0.02, louder at the centre
     with pytest.raises(ValueError, match="no CT slice"):
         CtNoiseBatches([water_disc(24, 8)], covariance, (0.01, 0.02), batch=4, patch=32)
+
+
+def test_ct_noise_variance_shape_matches_simulated_fbp_noise() -> None:
+    # The variance LowDoseCT's reconstructions show, pixel by pixel over draws, against the
+    # shape: the same up to one factor inside an elliptical body and in the air around it.
+    from scipy import ndimage
+
+    from meddenoise.adapt.ct_noise import variance_shape
+    from meddenoise.noise import LowDoseCT
+
+    rows, columns = np.mgrid[:128, :128] - 63.5
+    body = np.where(np.hypot(rows, columns * 1.3) <= 56, 0.5, 0.0).astype(np.float32)
+    model = LowDoseCT(dose_fraction=0.3, pixel_spacing_mm=2.5, views=120, electronic_noise=0.0)
+    sinogram = model.sinogram(body)
+    reference = model.noise_free_from_sinogram(sinogram, body.shape)
+    rng = np.random.default_rng(0)
+    draws = [model.noisy_from_sinogram(sinogram, body.shape, rng) - reference for _ in range(24)]
+    variance = ndimage.uniform_filter(np.mean(np.square(draws), axis=0), 9)
+    ratio = variance / ndimage.uniform_filter(variance_shape(body, 2.5), 9)
+    inside = ndimage.binary_erosion(body > 0.3, iterations=8)
+    air = body < 0.1
+    air[:10], air[-10:], air[:, :10], air[:, -10:] = False, False, False, False
+    centre = float(np.median(ratio[inside]))
+    assert variance[64, 64] > 2.0 * np.median(variance)  # the body's centre is loudest
+    assert np.all(np.abs(np.percentile(ratio[inside], [10, 90]) / centre - 1) < 0.15)
+    assert abs(float(np.median(ratio[air])) / centre - 1) < 0.15
