@@ -12,7 +12,8 @@ noise std of the flattest windows near it (``level_map: local-flat-windows``,
 `meddenoise.estimate.local_noise_std_map`): CT noise is louder at the body's centre than at its
 edge and in the air around it, so one std per slice read it at 0.3-0.8 of the std where the
 anatomy is, while on stationary noise the local map reads texture as noise (docs/adapt.md,
-session 8).
+session 8).  CT also trains differently (`meddenoise.adapt.ct_noise`, session 9): clean CT slices
+whole, the measured texture at a level that follows the body, told the map inference reads.
 
 Why not self-supervised: Neighbor2Neighbor needs a target whose noise is independent of the
 input's, which correlated noise denies at one pixel and pixel-shuffle sub-images only restore by
