@@ -24,6 +24,12 @@ what inference will tell it:
   and learns to denoise from it, biases included.
 
 The noise is added to clean slices; the target is the clean slice.
+
+Measured, not adopted (docs/adapt.md, session 9): on tuning phantoms it beat the stationary
+noise by 0.8 dB (10 % dose) and 3.3 dB (50 %), but on real CT slices it lost to it (tuning, eCT
+and J2K held out of `CT_SLICES`: 49.58 against 52.08 dB after 3 minutes; the final CT set: 52.61
+against 54.53 after 10), so `adapt` does not use it; pass a `CtNoiseBatches` to
+`meddenoise.adapt.synthetic.train_on_synthetic_noise` to train with it.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ noise std of the flattest windows near it (``level_map: local-flat-windows``,
 `meddenoise.estimate.local_noise_std_map`): CT noise is louder at the body's centre than at its
 edge and in the air around it, so one std per slice read it at 0.3-0.8 of the std where the
 anatomy is, while on stationary noise the local map reads texture as noise (docs/adapt.md,
-session 8).  CT also trains differently (`meddenoise.adapt.ct_noise`, session 9): clean CT slices
-whole, the measured texture at a level that follows the body, told the map inference reads.
+session 8).  Training CT on whole clean CT slices told that map (`meddenoise.adapt.ct_noise`,
+session 9) won on tuning phantoms and lost on real CT slices; it is kept as a batch source
+(`train_on_synthetic_noise` takes any `Batches`), not used by default.
 
 Why not self-supervised: Neighbor2Neighbor needs a target whose noise is independent of the
 input's, which correlated noise denies at one pixel and pixel-shuffle sub-images only restore by
@@ -274,18 +275,12 @@ def train_for_measured_noise(
     told its levels by (`level_map_for`), which sets the range of levels trained on."""
     covariance = flat_window_covariance(planes)
     levels = level_range(planes, level_map)
-    batches: Batches
-    if level_map == "local-flat-windows":  # CT: whole clean slices, told the local map
-        from meddenoise.adapt.ct_noise import CtNoiseBatches, load_ct_slices
-
-        batches = CtNoiseBatches(load_ct_slices(), covariance, levels, BATCH, PATCH)
-        clean_images = "clean CT slices (meddenoise.adapt.ct_noise.CT_SLICES)"
-    else:
-        batches = StationaryBatches(base_training_images(checkpoint), covariance, levels)
-        clean_images = "the base model's training images (its config's data.train)"
+    # CT trains on the same stationary noise: `meddenoise.adapt.ct_noise` (whole clean CT slices,
+    # a level that follows the body, told the map) won on tuning phantoms and lost on real CT
+    # slices (docs/adapt.md, session 9), so it is not the default.
     trained = train_on_synthetic_noise(
         network,
-        batches,
+        StationaryBatches(base_training_images(checkpoint), covariance, levels),
         seconds=seconds,
         rng=rng,
         learning_rate=learning_rate,
@@ -304,6 +299,6 @@ def train_for_measured_noise(
             round(float(covariance[centre + lag, centre]) / variance, 4) for lag in (1, 2, 3)
         ],
         "levels_trained": [round(value, 6) for value in levels],
-        "clean_images": clean_images,
+        "clean_images": "the base model's training images (its config's data.train)",
     }
     return trained, card
