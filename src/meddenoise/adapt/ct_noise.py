@@ -40,7 +40,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from meddenoise.adapt.synthetic import noise_amplitude, synthetic_noise
 from meddenoise.data import sample_patches
+from meddenoise.estimate import local_noise_std_map
+from meddenoise.noise import LowDoseCT
 
 __all__ = ["CT_SLICES", "CtNoiseBatches", "load_ct_slices", "variance_shape"]
 
@@ -83,9 +86,7 @@ def variance_shape(clean: np.ndarray, spacing_mm: float) -> np.ndarray:
     ``p`` the line integrals (attenuation `LowDoseCT`'s), computed at `SHAPE_SIDE`² over
     `SHAPE_VIEWS` views and brought back to (H, W); scaled to median 1."""
     from scipy import ndimage
-    from skimage.transform import iradon, radon
-
-    from meddenoise.noise import LowDoseCT
+    from skimage.transform import iradon
 
     values = np.asarray(clean, dtype=np.float64)
     side = max(values.shape)
@@ -94,9 +95,10 @@ def variance_shape(clean: np.ndarray, spacing_mm: float) -> np.ndarray:
     square[top : top + values.shape[0], left : left + values.shape[1]] = values
     zoom = SHAPE_SIDE / side
     small = ndimage.zoom(np.maximum(square, 0.0), zoom, order=1)
-    angles = np.linspace(0.0, 180.0, SHAPE_VIEWS, endpoint=False)
-    attenuation = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=spacing_mm).attenuation_per_pixel
-    line_integrals = radon(small, theta=angles, circle=False) * attenuation / zoom
+    # The small image's pixels are 1 / zoom as wide: LowDoseCT's own projection at that spacing.
+    projector = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=spacing_mm / zoom, views=SHAPE_VIEWS)
+    line_integrals = projector.sinogram(small)
+    angles = np.linspace(0.0, 180.0, SHAPE_VIEWS, endpoint=False)  # LowDoseCT's views
     spread = iradon(
         np.exp(line_integrals),
         theta=angles,
@@ -133,16 +135,11 @@ class CtNoiseBatches:
             raise ValueError(f"no CT slice of at least {self.patch} x {self.patch} pixels")
 
     def _amplitude(self, side: int) -> np.ndarray:
-        from meddenoise.adapt.synthetic import noise_amplitude
-
         if side not in self._amplitudes:
             self._amplitudes[side] = noise_amplitude(self.covariance, side)
         return self._amplitudes[side]
 
     def _simulate(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from meddenoise.adapt.synthetic import synthetic_noise
-        from meddenoise.estimate import local_noise_std_map
-
         clean = self.slices[int(rng.integers(len(self.slices)))]
         shape = variance_shape(clean, float(rng.uniform(*SPACING_RANGE)))
         level = math.exp(rng.uniform(math.log(self.levels[0]), math.log(self.levels[1])))
