@@ -172,6 +172,20 @@ def test_cond_unet_is_homogeneous() -> None:
         )
 
 
+@pytest.mark.parametrize("unshuffle", [1, 4])
+def test_cond_unet_folds_the_input_by_its_unshuffle_factor(unshuffle: int) -> None:
+    """Any fold keeps any image size, stays bias-free, and pads to fold x 2 ** (levels - 1)."""
+    model = CondUNet(widths=(8, 16), blocks=(1, 1), unshuffle=unshuffle).eval()
+    assert model.size_multiple == unshuffle * 2
+    assert model.head.in_channels == 2 * unshuffle**2
+    image = image_batch(1, 1, 37, 29)
+    sigma = torch.full((1, 1, 1, 1), 0.1)
+    with torch.no_grad():
+        output = model(image, sigma)
+        assert output.shape == image.shape
+        torch.testing.assert_close(model(3 * image, 3 * sigma), 3 * output, rtol=1e-4, atol=1e-5)
+
+
 def test_cond_unet_follows_the_noise_level() -> None:
     model = CondUNet(widths=(8, 16), blocks=(1, 1)).eval()
     image = image_batch(1, 1, 32, 32)

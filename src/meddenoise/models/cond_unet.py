@@ -16,13 +16,15 @@ behind them are in the project's research notes and docs/models.md):
   in training, and this one is exactly homogeneous: ``net(a * x, a * sigma) == a * net(x, sigma)``
   for a > 0.
 
-Layout: [x, noise_map] -> pixel-unshuffle 2 -> 3 x 3 conv to ``widths[0]`` -> per level, ``blocks``
-residual blocks (conv-ReLU-conv plus identity) then a 2 x 2 stride-2 conv to the next width; at the
-bottom ``blocks[-1]`` blocks; back up with 2 x 2 stride-2 transposed convs, adding the encoder
-output of that level, then ``blocks`` blocks again -> 3 x 3 conv to 4 C channels -> pixel-shuffle
-2 = the predicted noise; the output is ``x - noise``.  With the default widths (64, 128, 256) and
-blocks (2, 2, 2) the body works at 1/2, 1/4 and 1/8 of the input resolution and costs about 190k
-multiply-accumulates per pixel.  H and W are padded to a multiple of ``2 ** len(widths)``.
+Layout: [x, noise_map] -> pixel-unshuffle by ``unshuffle`` (f, 2 by default) -> 3 x 3 conv to
+``widths[0]`` -> per level, ``blocks`` residual blocks (conv-ReLU-conv plus identity) then a 2 x 2
+stride-2 conv to the next width; at the bottom ``blocks[-1]`` blocks; back up with 2 x 2 stride-2
+transposed convs, adding the encoder output of that level, then ``blocks`` blocks again -> 3 x 3
+conv to f² C channels -> pixel-shuffle f = the predicted noise; the output is ``x - noise``.  With
+the default widths (64, 128, 256), blocks (2, 2, 2) and f = 2 the body works at 1/2, 1/4 and 1/8
+of the input resolution and costs about 190k multiply-accumulates per pixel; f = 4 with 1.5 x the
+widths (`grey-fast`, issue 13) works at 1/4, 1/8, 1/16 for about 100k.  H and W are padded to a
+multiple of ``f * 2 ** (len(widths) - 1)``.
 """
 
 from __future__ import annotations
@@ -74,15 +76,18 @@ class CondUNet(nn.Module):
         channels: int = 1,
         widths: tuple[int, ...] = (64, 128, 256),
         blocks: tuple[int, ...] = (2, 2, 2),
+        unshuffle: int = 2,
     ) -> None:
         super().__init__()
         channels = positive_int("channels", channels)
         widths = positive_ints("widths", widths)
         blocks = positive_ints("blocks", blocks, length=len(widths))
+        self.unshuffle = positive_int("unshuffle", unshuffle)
         self.channels = channels
-        self.size_multiple = 2 ** len(widths)
+        self.size_multiple = self.unshuffle * 2 ** (len(widths) - 1)
+        cells = self.unshuffle**2  # pixels of one input channel folded into the first level
 
-        self.head = nn.Conv2d(4 * 2 * channels, widths[0], 3, padding=1, bias=False)
+        self.head = nn.Conv2d(cells * 2 * channels, widths[0], 3, padding=1, bias=False)
         levels = list(zip(widths[:-1], blocks[:-1], strict=True))
         self.encoder = nn.ModuleList(_blocks(width, count) for width, count in levels)
         self.downsample = nn.ModuleList(
@@ -95,14 +100,14 @@ class CondUNet(nn.Module):
             for width, next_width in pairwise(widths)
         )
         self.decoder = nn.ModuleList(_blocks(width, count) for width, count in levels)
-        self.tail = nn.Conv2d(widths[0], 4 * channels, 3, padding=1, bias=False)
+        self.tail = nn.Conv2d(widths[0], cells * channels, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor, noise_map: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         noise_map = self._expand_noise_map(noise_map, x)
         padded = pad_to_multiple(torch.cat([x, noise_map], dim=1), self.size_multiple)
 
-        out = self.head(F.pixel_unshuffle(padded, 2))
+        out = self.head(F.pixel_unshuffle(padded, self.unshuffle))
         skips = []
         for blocks, downsample in zip(self.encoder, self.downsample, strict=True):
             out = blocks(out)
@@ -111,7 +116,7 @@ class CondUNet(nn.Module):
         out = self.bottom(out)
         for upsample, blocks in zip(reversed(self.upsample), reversed(self.decoder), strict=True):
             out = blocks(upsample(out) + skips.pop())
-        noise = F.pixel_shuffle(self.tail(out), 2)
+        noise = F.pixel_shuffle(self.tail(out), self.unshuffle)
 
         return x - crop_to(noise, height, width)
 
