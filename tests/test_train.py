@@ -571,3 +571,50 @@ def test_malformed_training_dicom_warns_once_in_the_log_not_per_element(caplog):
     lines = [record for record in caplog.records if "reader warnings" in record.getMessage()]
     assert len(lines) == 1 and lines[0].name == "meddenoise.data"
     assert not [record for record in caplog.records if record.name.startswith("pydicom")]
+
+
+def test_level_weights_count_errors_in_units_of_the_patch_noise():
+    from meddenoise.train import level_weights
+
+    scalars = torch.tensor([0.0, 5 / 255, 25 / 255, 50 / 255])
+    torch.testing.assert_close(level_weights(scalars).flatten(), torch.tensor([5.0, 5.0, 1.0, 0.5]))
+    maps = torch.full((2, 1, 4, 4), 10 / 255)
+    maps[1, 0, :2] = 40 / 255  # mean 25 / 255
+    torch.testing.assert_close(level_weights(maps).flatten(), torch.tensor([2.5, 1.0]))
+
+
+def test_level_weighted_epoch_divides_each_patch_error_by_its_level():
+    from meddenoise.losses import build_loss
+    from meddenoise.train import train_one_epoch
+
+    class Identity(torch.nn.Module):
+        conditioned = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x: torch.Tensor, noise_map: torch.Tensor) -> torch.Tensor:
+            return x + 0 * self.unused
+
+    clean = torch.zeros(2, 1, 8, 8)
+    noisy = torch.stack([torch.full((1, 8, 8), 0.01), torch.full((1, 8, 8), 0.1)])
+    levels = torch.tensor([10 / 255, 50 / 255])
+    network = Identity()
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.0)
+    plain = train_one_epoch(network, optimizer, iter([(noisy, clean, levels)]), build_loss("l1"))
+    weighted = train_one_epoch(
+        network,
+        optimizer,
+        iter([(noisy, clean, levels)]),
+        build_loss("l1"),
+        level_weighted=True,
+    )
+    assert plain == pytest.approx((0.01 + 0.1) / 2)
+    assert weighted == pytest.approx((0.01 * 2.5 + 0.1 * 0.5) / 2)
+
+
+def test_level_weighting_refuses_losses_it_does_not_weight_exactly(tmp_path):
+    with pytest.raises(ConfigError, match="loss_weighting"):
+        load_config(tiny_config(tmp_path, loss="0.8*l1+0.2*ssim", loss_weighting="noise-level"))
+    load_config(tiny_config(tmp_path, loss="l1", loss_weighting="noise-level"))

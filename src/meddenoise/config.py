@@ -243,6 +243,13 @@ class TrainConfig(Strict):
     data: DataConfig
     noise: NoiseConfig = Field(default_factory=NoiseConfig)  # type: ignore[arg-type]
     loss: str = Field("l1", description="l1, mse, ssim, or a mixture like 0.8*l1+0.2*ssim")
+    loss_weighting: Literal["none", "noise-level"] = Field(
+        "none",
+        description="noise-level: each patch's prediction and target are divided by its noise "
+        "level (relative to 25/255, the level floored at 5/255) before the loss, so errors count "
+        "in units of the patch's own noise and quiet patches are not outweighed by loud ones "
+        "(issue 13: the low-noise end); for l1 and mse losses",
+    )
     epochs: int = Field(10, ge=1, description="number of epochs")
     batch_size: int = Field(16, ge=1, description="patches per optimizer step")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
@@ -317,6 +324,16 @@ class TrainConfig(Strict):
                     f"noise.estimate_context {self.noise.estimate_context} is smaller than "
                     f"data.patch_size {self.data.patch_size}"
                 )
+        if self.loss_weighting == "noise-level":
+            from meddenoise.losses import parse_loss_terms
+
+            # Scaling prediction and target weights L1 and MSE exactly; SSIM's constants would
+            # change meaning, and the GAN and self-supervised epochs have no such loss.
+            names = {name for _, name in parse_loss_terms(self.loss)}
+            if not names <= {"l1", "mse"} or self.gan is not None:
+                raise ValueError("loss_weighting noise-level is for l1 and mse losses, no gan")
+            if self.data.mode == "self-supervised":
+                raise ValueError("loss_weighting noise-level needs clean targets")
         return self
 
 
