@@ -574,7 +574,7 @@ def test_malformed_training_dicom_warns_once_in_the_log_not_per_element(caplog):
 
 
 def test_level_weights_count_errors_in_units_of_the_patch_noise():
-    from meddenoise.train import level_weights
+    from meddenoise.losses import level_weights
 
     scalars = torch.tensor([0.0, 5 / 255, 25 / 255, 50 / 255])
     torch.testing.assert_close(level_weights(scalars).flatten(), torch.tensor([5.0, 5.0, 1.0, 0.5]))
@@ -607,8 +607,7 @@ def test_level_weighted_epoch_divides_each_patch_error_by_its_level():
         network,
         optimizer,
         iter([(noisy, clean, levels)]),
-        build_loss("l1"),
-        level_weighted=True,
+        build_loss("l1", weighting="noise-level"),
     )
     assert plain == pytest.approx((0.01 + 0.1) / 2)
     assert weighted == pytest.approx((0.01 * 2.5 + 0.1 * 0.5) / 2)

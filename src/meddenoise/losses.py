@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as functional
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# A built loss: (prediction, target) or (prediction, target, levels) for level weighting.
+WeightedLossFunction = Callable[..., torch.Tensor]
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device) -> torch.Tensor:
@@ -77,11 +79,34 @@ def parse_loss_terms(text: str) -> list[tuple[float, str]]:
     return terms
 
 
-def build_loss(text: str) -> LossFunction:
-    """The weighted sum the loss string describes."""
+# loss_weighting "noise-level": errors in units of the patch's level relative to this one, the
+# level floored so that nearly noise-free patches are not weighted without bound.
+WEIGHTING_REFERENCE_LEVEL = 25 / 255
+WEIGHTING_LEVEL_FLOOR = 5 / 255
+
+
+def level_weights(levels: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 1, 1) factors reference / max(level, floor) for levels (N,) or maps (N, 1, H, W)
+    (a map counts by its mean)."""
+    per_patch = levels.reshape(len(levels), -1).float().mean(dim=1)
+    return (WEIGHTING_REFERENCE_LEVEL / per_patch.clamp(min=WEIGHTING_LEVEL_FLOOR)).view(
+        -1, 1, 1, 1
+    )
+
+
+def build_loss(text: str, *, weighting: str = "none") -> WeightedLossFunction:
+    """The weighted sum the loss string describes, called as ``loss(prediction, target)`` or
+    ``loss(prediction, target, levels)``.  With ``weighting="noise-level"`` (training's
+    ``loss_weighting``) and levels given, both sides are first scaled by `level_weights`: an L1
+    error is then divided by its patch's level, an MSE by its square."""
     terms = parse_loss_terms(text)
 
-    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(
+        prediction: torch.Tensor, target: torch.Tensor, levels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if weighting == "noise-level" and levels is not None:
+            weights = level_weights(levels)
+            prediction, target = prediction * weights, target * weights
         total = prediction.new_zeros(())
         for weight, name in terms:
             total = total + weight * LOSSES[name](prediction, target)

@@ -83,21 +83,6 @@ def run_network(network: nn.Module, noisy: torch.Tensor, levels: torch.Tensor) -
     return network(noisy)
 
 
-# loss_weighting "noise-level": errors in units of the patch's level relative to this one, the
-# level floored so that nearly noise-free patches are not weighted without bound.
-WEIGHTING_REFERENCE_LEVEL = 25 / 255
-WEIGHTING_LEVEL_FLOOR = 5 / 255
-
-
-def level_weights(levels: torch.Tensor) -> torch.Tensor:
-    """(N, 1, 1, 1) factors reference / max(level, floor) for levels (N,) or maps (N, 1, H, W)
-    (a map counts by its mean)."""
-    per_patch = levels.reshape(len(levels), -1).float().mean(dim=1)
-    return (WEIGHTING_REFERENCE_LEVEL / per_patch.clamp(min=WEIGHTING_LEVEL_FLOOR)).view(
-        -1, 1, 1, 1
-    )
-
-
 def train_one_epoch(
     network: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -106,14 +91,11 @@ def train_one_epoch(
     *,
     bf16: bool = False,
     clip_gradients: float | None = None,
-    level_weighted: bool = False,
 ) -> float:
     """Supervised epoch: minimise loss(network(noisy), clean); returns the mean loss.
 
-    With `bf16` the forward pass runs under bf16 autocast; the loss is computed in fp32.  With
-    `level_weighted` prediction and target are first scaled by `level_weights` (for L1 each
-    patch's error is then divided by its level; for MSE by its level squared).
-    """
+    With `bf16` the forward pass runs under bf16 autocast; the loss is computed in fp32 and told
+    the levels (`losses.build_loss` weights by them when asked to)."""
     network.train()
     total, count = 0.0, 0
     for noisy, clean, levels in batches:
@@ -121,11 +103,7 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             prediction = run_network(network, noisy, levels)
-        if level_weighted:
-            weights = level_weights(levels)
-            loss = loss_function(prediction.float() * weights, clean * weights)
-        else:
-            loss = loss_function(prediction.float(), clean)
+        loss = loss_function(prediction.float(), clean, levels)
         loss.backward()
         if clip_gradients is not None:
             torch.nn.utils.clip_grad_norm_(network.parameters(), clip_gradients)
@@ -324,7 +302,7 @@ def fit(
             lr=config.gan.discriminator_learning_rate,
             betas=(0.5, 0.999),
         )
-    loss_function = build_loss(config.loss)
+    loss_function = build_loss(config.loss, weighting=config.loss_weighting)
     self_generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     start_epoch, best_score, stale = 0, -math.inf, 0
@@ -386,7 +364,6 @@ def fit(
                 loss_function,
                 bf16=bf16,
                 clip_gradients=config.clip_gradients,
-                level_weighted=config.loss_weighting == "noise-level",
             )
         learning_rate = optimizer.param_groups[0]["lr"]
         scheduler.step()
