@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as functional
@@ -83,6 +84,8 @@ def parse_loss_terms(text: str) -> list[tuple[float, str]]:
 # level floored so that nearly noise-free patches are not weighted without bound.
 WEIGHTING_REFERENCE_LEVEL = 25 / 255
 WEIGHTING_LEVEL_FLOOR = 5 / 255
+# `TrainConfig.loss_weighting` (config.py names the same values: it must not import torch).
+LossWeighting = Literal["none", "noise-level"]
 
 
 def level_weights(levels: torch.Tensor) -> torch.Tensor:
@@ -94,7 +97,7 @@ def level_weights(levels: torch.Tensor) -> torch.Tensor:
     )
 
 
-def build_loss(text: str, *, weighting: str = "none") -> WeightedLossFunction:
+def build_loss(text: str, *, weighting: LossWeighting = "none") -> WeightedLossFunction:
     """The weighted sum the loss string describes, called as ``loss(prediction, target)`` or
     ``loss(prediction, target, levels)``.  With ``weighting="noise-level"`` (training's
     ``loss_weighting``) and levels given, both sides are first scaled by `level_weights`: an L1
