@@ -42,6 +42,7 @@ LICENCES = {
     "skimage": "scikit-image sample images (BSD-3 licence; see skimage.data docs for each)",
     "matplotlib": "matplotlib sample data: grace_hopper.jpg, a U.S. Navy photograph in the "
     "public domain",
+    "dipy": "dipy's bundled data files (dipy/data/files; dipy is under the BSD-3 licence)",
 }
 
 

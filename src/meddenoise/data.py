@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 # Packages whose installed files a data entry can name as ``PACKAGE:PATH`` (`packaged_image`).
-PACKAGE_FILE_PREFIXES = ("nibabel", "nilearn")
+PACKAGE_FILE_PREFIXES = ("nibabel", "nilearn", "dipy")
 PHANTOM_STREAM = 1_000_033  # phantom:abdomen:SEED draws from its own stream, apart from noise
 
 
@@ -53,8 +53,9 @@ def noise_free(entry: str) -> bool:
 def packaged_image(entry: str) -> np.ndarray | Path | None:
     """Images shipped by installed packages: ``pydicom:NAME``, ``skimage:NAME``,
     ``matplotlib:NAME`` (its sample data, e.g. grace_hopper.jpg, or the raw MR slice
-    s1045.ima.gz) and ``nibabel:PATH`` / ``nilearn:PATH`` (a file inside the installed package,
-    PATH relative to its folder, e.g. ``nibabel:tests/data/example4d.nii.gz``), and
+    s1045.ima.gz) and ``nibabel:PATH`` / ``nilearn:PATH`` / ``dipy:PATH`` (a file inside the
+    installed package, PATH relative to its folder, e.g. ``nibabel:tests/data/example4d.nii.gz``;
+    a ``.npy`` file is returned as its array, read without unpickling), and
     ``phantom:abdomen:SEED``, a digital abdomen CT phantom in HU (`meddenoise.phantoms`)."""
     prefix = entry.split(":", 1)[0]
     if prefix in PACKAGE_FILE_PREFIXES and ":" in entry:
@@ -65,6 +66,14 @@ def packaged_image(entry: str) -> np.ndarray | Path | None:
         path = Path(folders[0], entry.split(":", 1)[1]) if folders else None
         if path is None or not path.is_file():
             raise DataError(f"{entry}: not installed (pip install {prefix}, or meddenoise[dev])")
+        if path.suffix == ".npy":  # dipy's T1 slice: a bare array, no image format to read
+            try:
+                array = np.load(path, allow_pickle=False)
+            except ValueError as error:  # an object array would need unpickling: refused
+                raise DataError(f"{entry}: not a plain numeric array ({error})") from None
+            if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+                raise DataError(f"{entry}: expected a 2-D numeric image, got {array.shape}")
+            return array
         return path
     if entry == "matplotlib:s1045.ima.gz":  # raw big-endian 16-bit, 256 x 256, no header
         import gzip

@@ -74,7 +74,7 @@ HELDOUT_FILES = {
     for entry in TEST_SPLIT
     if entry.startswith(("matplotlib:", "nibabel:", "nilearn:"))
 }
-PACKAGED_PREFIXES = ("pydicom:", "skimage:", "matplotlib:", "nibabel:", "nilearn:")
+PACKAGED_PREFIXES = ("pydicom:", "skimage:", "matplotlib:", "nibabel:", "nilearn:", "dipy:")
 logger = logging.getLogger(__name__)
 
 
