@@ -34,7 +34,6 @@ def test_dipy_b0_volume_gives_each_slice_as_a_training_plane():
 
 
 def test_a_packaged_npy_that_needs_unpickling_is_refused(tmp_path, monkeypatch):
-    (tmp_path / "objects.npy").write_bytes(b"")
     np.save(tmp_path / "objects.npy", np.array([{"patient": "x"}], dtype=object))
     np.save(tmp_path / "line.npy", np.arange(5.0))
     real = importlib.util.find_spec

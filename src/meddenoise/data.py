@@ -27,6 +27,7 @@ from meddenoise.arrays import central_crop
 from meddenoise.config import DataConfig, NoiseConfig, TrainConfig
 from meddenoise.intensity import IntensityMapping, percentile_range
 from meddenoise.io import Image, ImageError, format_for_suffix, pixel_spacing_mm, read_image
+from meddenoise.splits import PACKAGE_FILE_PREFIXES
 
 if TYPE_CHECKING:
     from meddenoise.noise import LowDoseCT
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-# Packages whose installed files a data entry can name as ``PACKAGE:PATH`` (`packaged_image`).
-PACKAGE_FILE_PREFIXES = ("nibabel", "nilearn", "dipy")
 PHANTOM_STREAM = 1_000_033  # phantom:abdomen:SEED draws from its own stream, apart from noise
 
 

@@ -74,7 +74,15 @@ HELDOUT_FILES = {
     for entry in TEST_SPLIT
     if entry.startswith(("matplotlib:", "nibabel:", "nilearn:"))
 }
-PACKAGED_PREFIXES = ("pydicom:", "skimage:", "matplotlib:", "nibabel:", "nilearn:", "dipy:")
+# Packages whose installed files a data entry can name as ``PACKAGE:PATH``
+# (`meddenoise.data.packaged_image` reads them).
+PACKAGE_FILE_PREFIXES = ("nibabel", "nilearn", "dipy")
+PACKAGED_PREFIXES = (
+    "pydicom:",
+    "skimage:",
+    "matplotlib:",
+    *(f"{package}:" for package in PACKAGE_FILE_PREFIXES),
+)
 logger = logging.getLogger(__name__)
 
 
