@@ -450,3 +450,33 @@ def test_the_guard_measures_residuals_against_a_level_that_changes_across_the_im
     edge, plain = reports[110, "local"], reports[110, "plain"]
     assert edge.residual_ratio_adapted < plain.residual_ratio_adapted
     assert edge.structure_adapted < plain.structure_adapted
+
+
+def test_a_ct_series_is_adapted_with_levels_that_follow_the_body(tmp_path: Path) -> None:
+    """CT files (DICOM Modality CT) get the ``ct-physics`` rule at the series' pixel spacing,
+    recorded in the checkpoint so that inference reads the same map."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from meddenoise.estimate import ct_noise_std_map
+    from meddenoise.io import pixel_spacing_mm, read_image
+
+    series = tmp_path / "series"
+    series.mkdir()
+    source = shutil.copy(get_testdata_file("eCT_Supplemental.dcm"), series / "ct.dcm")
+    spacing = pixel_spacing_mm(read_image(source))
+    assert spacing is not None
+    output = tmp_path / "ct.safetensors"
+    result = adapt([series], output, minutes=BUDGET, force=True)
+    assert result.card["level_map"] == "ct-physics"
+    assert result.card["pixel_spacing_mm"] == pytest.approx(spacing)
+    noise = read_metadata(output)["config"]["noise"]
+    assert noise == {"level_map": "ct-physics", "pixel_spacing_mm": pytest.approx(spacing)}
+    denoiser = resolve(str(output))
+    assert denoiser.level_map == "ct-physics" and denoiser.pixel_spacing_mm == pytest.approx(
+        spacing
+    )
+    plane = workflow.read_planes([series], channels=1).planes[0][..., 0]
+    told = workflow.inference_level_map(plane[..., None], "ct-physics", pixel_spacing_mm=spacing)
+    assert np.allclose(told, ct_noise_std_map(plane, spacing))

@@ -210,7 +210,7 @@ def test_ct_files_are_told_local_levels_and_others_one_level(tmp_path) -> None:
     for name in ("CT_small.dcm", "MR_small.dcm"):
         shutil.copy(get_testdata_file(name), tmp_path / name)
     assert read_planes([tmp_path / "CT_small.dcm"], channels=1).modalities == ("CT",)
-    assert level_map_for(["CT", "CT"]) == "local-flat-windows"
+    assert level_map_for(["CT", "CT"]) == "ct-physics"
     assert level_map_for(["CT", "MR"]) == level_map_for([None]) == "flat-windows"
     assert level_map_for([]) == "flat-windows"
     planes = [smooth_image((128, 128)) + blurred_noise((128, 128), 0.03, 15)]

@@ -16,6 +16,7 @@ or not.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -50,14 +51,29 @@ class Checkpoint:
     @property
     def level_map(self) -> str:
         """How the network is told noise levels: "signal-dependent" when it trained on per-pixel
-        noise maps, "sub-images", "flat-windows" or "local-flat-windows" when it was adapted to
-        correlated noise
-        (`meddenoise.adapt`), else "scalar"."""
+        noise maps, "sub-images", "flat-windows", "local-flat-windows" or "ct-physics" when it
+        was adapted to correlated noise (`meddenoise.adapt`), else "scalar"."""
         config = self.metadata.get("config")
         noise = config.get("noise") if isinstance(config, dict) else None
         level_map = noise.get("level_map", "scalar") if isinstance(noise, dict) else "scalar"
-        known = ("signal-dependent", "sub-images", "flat-windows", "local-flat-windows")
+        known = (
+            "signal-dependent",
+            "sub-images",
+            "flat-windows",
+            "local-flat-windows",
+            "ct-physics",
+        )
         return level_map if level_map in known else "scalar"
+
+    @property
+    def pixel_spacing_mm(self) -> float | None:
+        """The pixel width (mm) a "ct-physics" network assumes: its adaptation series', or None."""
+        config = self.metadata.get("config")
+        noise = config.get("noise") if isinstance(config, dict) else None
+        value = noise.get("pixel_spacing_mm") if isinstance(noise, dict) else None
+        if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+            return float(value)
+        return None
 
 
 def _git(*arguments: str) -> str | None:

@@ -745,3 +745,75 @@ def local_noise_std_map(
     ]
     grid = np.meshgrid(*coordinates, indexing="ij")
     return ndimage.map_coordinates(stds, grid, order=1, mode="nearest").astype(np.float32)
+
+
+# --- CT: a level that follows the body by physics, scaled where the slice is flattest ------------
+
+# The local map reads fine anatomy as noise at a few HU (1.5-2.4 x the added noise on the tuning
+# CT at 50 % dose) and, on a slice whose noise changes fast across the body, the quiet side of each
+# neighbourhood (0.74 x on the tuning neck at 10 % dose).  The *shape* of CT noise follows from the
+# slice itself (`noise.variance_shape`, within 8 % of the simulated noise's in the body); only its
+# scale is read from the data: the `CT_SCALE_QUANTILE` of the local map over that shape, which
+# the flattest places (air, uniform tissue) set.  Chosen on the tuning CT (docs/adapt.md,
+# session 13).
+CT_SCALE_QUANTILE = 0.1
+CT_HISTOGRAM_BINS = 512
+CT_AIR_SEARCH = 0.25  # air is looked for in the lowest quarter of the value range
+CT_TISSUE_GAP = 0.125  # soft tissue lies at least an eighth of the range above air
+# The pixel width assumed where none is known (mm): `LowDoseCT`'s default, a 36 cm body field.
+DEFAULT_CT_SPACING_MM = 0.7
+
+
+def ct_attenuation_units(plane: np.ndarray) -> np.ndarray:
+    """A CT `plane` (H, W) in any linear map of HU (the [0, 1] of a file's own value range, a
+    display window) brought to `LowDoseCT`'s units, air 0 and water 0.5, by two landmarks of its
+    histogram: air, the most common value in the lowest `CT_AIR_SEARCH` of the value range, and
+    soft tissue, the most common value at least `CT_TISSUE_GAP` of the range above it (taken as
+    water: soft tissue and fat lie within 150 HU of it, a few per cent of the air-water step).
+    Values at the range's floor (padding) are left out.
+
+    Raises ValueError on a constant plane or one whose histogram shows no two landmarks."""
+    from scipy import ndimage
+
+    values = np.asarray(plane, dtype=np.float64)
+    low, high = float(np.min(values)), float(np.max(values))
+    if not high > low:
+        raise ValueError("a constant plane has no CT landmarks (air, soft tissue)")
+    inside = values[values > low]  # padding at the floor would stretch the range below air
+    if inside.size == 0 or not high > float(np.min(inside)):
+        raise ValueError("the plane's histogram shows no soft tissue above its air")
+    counts, edges = np.histogram(
+        inside, bins=CT_HISTOGRAM_BINS, range=(float(np.min(inside)), high)
+    )
+    counts = ndimage.gaussian_filter1d(counts.astype(np.float64), 2.0)
+    centres = (edges[:-1] + edges[1:]) / 2
+    air_bin = int(np.argmax(counts[: int(CT_HISTOGRAM_BINS * CT_AIR_SEARCH)]))
+    first_tissue = air_bin + int(CT_HISTOGRAM_BINS * CT_TISSUE_GAP)
+    if first_tissue >= CT_HISTOGRAM_BINS or not counts[first_tissue:].max() > 0:
+        raise ValueError("the plane's histogram shows no soft tissue above its air")
+    tissue_bin = first_tissue + int(np.argmax(counts[first_tissue:]))
+    air, tissue = float(centres[air_bin]), float(centres[tissue_bin])
+    return (0.5 * (values - air) / (tissue - air)).astype(np.float32)
+
+
+def ct_noise_std_map(
+    plane: np.ndarray,
+    spacing_mm: float | None = None,
+    covariance: np.ndarray | None = None,
+    *,
+    quantile: float = CT_SCALE_QUANTILE,
+) -> np.ndarray:
+    """A per-pixel noise std map of the CT `plane` (H, W; any linear map of HU) whose pixels are
+    `spacing_mm` wide (None: `DEFAULT_CT_SPACING_MM`): ``scale x sqrt(variance_shape)``, the
+    shape from the slice's own attenuation (`ct_attenuation_units`, `noise.variance_shape`: the
+    back-projection of ``exp(p)``), the scale the `quantile` of `local_noise_std_map` over
+    ``sqrt(shape)``.  `covariance`: the noise's, as `local_noise_std_map` takes it."""
+    from meddenoise.noise import variance_shape
+
+    spacing = DEFAULT_CT_SPACING_MM if spacing_mm is None else float(spacing_mm)
+    if not (np.isfinite(spacing) and spacing > 0):
+        raise ValueError(f"pixel spacing must be a positive number of mm, got {spacing_mm}")
+    shape = np.sqrt(variance_shape(ct_attenuation_units(plane), spacing))
+    local = local_noise_std_map(plane, covariance)
+    scale = float(np.quantile(local / shape, quantile))
+    return (scale * shape).astype(np.float32)

@@ -27,6 +27,7 @@ from torch import nn
 from meddenoise.estimate import (
     blind_noise_level,
     blind_noise_map,
+    ct_noise_std_map,
     flat_window_noise_std,
     local_noise_std_map,
     sub_image_noise_level,
@@ -38,7 +39,14 @@ logger = logging.getLogger(__name__)
 # Where a network runs: torch itself, or its ONNX export in ONNX Runtime (the `export` extra).
 BACKENDS = ("torch", "onnxruntime")
 # How a conditioned network is told the noise level (`NeuralDenoiser.level_map`).
-LEVEL_MAPS = ("scalar", "signal-dependent", "sub-images", "flat-windows", "local-flat-windows")
+LEVEL_MAPS = (
+    "scalar",
+    "signal-dependent",
+    "sub-images",
+    "flat-windows",
+    "local-flat-windows",
+    "ct-physics",
+)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -237,7 +245,12 @@ class NeuralDenoiser:
       `estimate.flat_window_noise_std`: for networks trained by `meddenoise adapt` on noise
       synthesised from the user's own, session 7) or "local-flat-windows" (grey images: a
       per-pixel std from the flattest windows near each pixel, `estimate.local_noise_std_map`,
-      for noise whose level changes across the image, as CT's; colour: "flat-windows").
+      for noise whose level changes across the image, as CT's; colour: "flat-windows") or
+      "ct-physics" (grey CT: `estimate.ct_noise_std_map`, the noise's shape across the slice from
+      its own attenuation at `pixel_spacing_mm`, its scale from the flattest places; colour:
+      "flat-windows").
+    - `pixel_spacing_mm`: the pixel width "ct-physics" assumes (an adapted checkpoint records its
+      series'; `estimate.DEFAULT_CT_SPACING_MM` when None).
     - `precision`: "auto" (the default: bf16 where the device runs it natively, fp32 elsewhere),
       "fp32", or "bf16" (still fp32 where bf16 would be emulated; see `resolve_precision`).  Its
       cost against fp32 is measured in docs/models.md.
@@ -256,6 +269,7 @@ class NeuralDenoiser:
     device: str | None = None
     description: dict[str, Any] = field(default_factory=dict)
     backend: str = "torch"
+    pixel_spacing_mm: float | None = None
 
     def __post_init__(self) -> None:
         if self.level_map not in LEVEL_MAPS:
@@ -309,7 +323,7 @@ class NeuralDenoiser:
             return self.sigma
         if self.level_map == "sub-images":
             return sub_image_noise_level(plane, int(getattr(self.network, "pd_factor", 1)))
-        if self.level_map in ("flat-windows", "local-flat-windows"):
+        if self.level_map in ("flat-windows", "local-flat-windows", "ct-physics"):
             return flat_window_noise_std(plane)
         return blind_noise_level(plane)
 
@@ -319,6 +333,8 @@ class NeuralDenoiser:
             return None
         if self.level_map == "local-flat-windows":
             return local_noise_std_map(plane)
+        if self.level_map == "ct-physics":
+            return ct_noise_std_map(plane, self.pixel_spacing_mm)
         if self.level_map != "signal-dependent":
             return None
         return blind_noise_map(plane)

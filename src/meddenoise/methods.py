@@ -162,6 +162,7 @@ def load_network(
         level_map=checkpoint.level_map,
         precision=precision,
         backend=backend,
+        pixel_spacing_mm=checkpoint.pixel_spacing_mm,
         description={
             "checkpoint": path.name,
             "model": checkpoint.model,

@@ -43,6 +43,7 @@ __all__ = [
     "make_noise",
     "make_noise_from_user_units",
     "noise_parameters",
+    "variance_shape",
 ]
 
 _FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
@@ -738,3 +739,47 @@ def _registered(name: str) -> type[NoiseModel]:
     if name not in NOISE_MODELS:
         raise ValueError(f"unknown noise {name!r}; choose from {', '.join(NOISE_MODELS)}")
     return NOISE_MODELS[name]
+
+
+# The FBP noise variance's shape is computed at this size (it varies over centimetres).
+SHAPE_SIDE = 128
+SHAPE_VIEWS = 90
+
+
+def variance_shape(clean: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """The relative FBP noise variance at each pixel of a CT slice, scaled to median 1.
+
+    `clean` (H, W) is in LowDoseCT's units (air 0, water 0.5) at `spacing_mm` per pixel.  FBP
+    noise variance at a pixel is nearly proportional to the sum over views of ``exp(p)`` along
+    the rays through it (a log of Poisson counts has variance ``1 / (I0 exp(-p))``; the filter
+    spreads each ray's variance over a few pixels only): the unfiltered back-projection of
+    ``exp(p)``, ``p`` the line integrals (`LowDoseCT`'s attenuation), computed at `SHAPE_SIDE`²
+    over `SHAPE_VIEWS` views and brought back to (H, W).  A noisy slice serves as well as a clean
+    one: noise of a few HU barely changes the line integrals.
+    """
+    from scipy import ndimage
+    from skimage.transform import iradon
+
+    values = np.asarray(clean, dtype=np.float64)
+    side = max(values.shape)
+    square = np.zeros((side, side))
+    top, left = (side - values.shape[0]) // 2, (side - values.shape[1]) // 2
+    square[top : top + values.shape[0], left : left + values.shape[1]] = values
+    zoom = SHAPE_SIDE / side
+    small = ndimage.zoom(np.maximum(square, 0.0), zoom, order=1)
+    # The small image's pixels are 1 / zoom as wide: LowDoseCT's own projection at that spacing.
+    projector = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=spacing_mm / zoom, views=SHAPE_VIEWS)
+    line_integrals = projector.sinogram(small)
+    angles = np.linspace(0.0, 180.0, SHAPE_VIEWS, endpoint=False)  # LowDoseCT's views
+    spread = iradon(
+        np.exp(line_integrals),
+        theta=angles,
+        filter_name=None,
+        circle=False,
+        output_size=small.shape[0],
+    )
+    spread = np.maximum(spread, float(np.max(spread)) * 1e-6)
+    full = ndimage.zoom(spread, side / spread.shape[0], order=1)[:side, :side]
+    full = np.pad(full, ((0, side - full.shape[0]), (0, side - full.shape[1])), mode="edge")
+    full = full[top : top + values.shape[0], left : left + values.shape[1]]
+    return (full / float(np.median(full))).astype(np.float32)

@@ -48,6 +48,7 @@ from meddenoise.adapt.workflow import (
     choose_pd_factor,
     denoiser_for,
     fine_tune,
+    guard_levels,
     hold_back,
     inference_level_map,
     patch_side,
@@ -353,7 +354,6 @@ def synthetic_rows(
     each budget; the guard's verdict on the final network."""
     from meddenoise.adapt.synthetic import level_map_for, train_for_measured_noise
     from meddenoise.checkpoint import load_checkpoint
-    from meddenoise.estimate import local_noise_std_map
     from meddenoise.methods import shipped_weights
 
     path = shipped_weights("grey")
@@ -372,9 +372,11 @@ def synthetic_rows(
     rows: list[Row] = []
     # As `adapt` decides from the files' DICOM Modality: the CT setting's slices are CT.
     rule = level_map_for(["CT"] if setting.startswith("ct") else [None])
+    # The CT setting's slices are simulated at CT_SPACING_MM per pixel, as their files would say.
+    spacing = CT_SPACING_MM if setting.startswith("ct") else None
 
     def snapshot(seconds: float, current: torch.nn.Module) -> None:
-        denoiser = denoiser_for(copy.deepcopy(current), rule, "synthetic")
+        denoiser = denoiser_for(copy.deepcopy(current), rule, "synthetic", spacing)
         rows.append(
             score(setting, f"synthetic {seconds / 60:g} min", cases, lambda c: denoiser(c.noisy))
         )
@@ -389,12 +391,13 @@ def synthetic_rows(
         snapshots=[60 * value for value in budgets],
         on_snapshot=snapshot,
         level_map=rule,
+        pixel_spacing_mm=spacing,
     )
     report = compare(
         base,
-        denoiser_for(network, rule, "synthetic"),
+        denoiser_for(network, rule, "synthetic", spacing),
         [p[..., 0] for p in held_back],
-        noise_levels=local_noise_std_map if rule == "local-flat-windows" else None,
+        noise_levels=guard_levels(rule, spacing),
     )
     line = guard_line(f"{setting} synthetic {max(budgets):g} min", report, measured)
     line += f"; {trained.steps} steps, levels trained {np.round(trained.levels, 4).tolist()}"

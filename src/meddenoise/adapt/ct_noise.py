@@ -43,7 +43,7 @@ import numpy as np
 from meddenoise.adapt.synthetic import noise_amplitude, synthetic_noise
 from meddenoise.data import sample_patches
 from meddenoise.estimate import local_noise_std_map
-from meddenoise.noise import LowDoseCT
+from meddenoise.noise import variance_shape
 
 __all__ = ["CT_SLICES", "CtNoiseBatches", "load_ct_slices", "variance_shape"]
 
@@ -62,8 +62,6 @@ CT_SLICES = (
 )
 HU_WINDOW = (0.0, 2000.0)  # centre, width: -1000 .. +1000 HU, LowDoseCT's [0, 1] units
 SPACING_RANGE = (0.5, 1.0)  # mm per pixel, as the CT grid's
-SHAPE_SIDE = 128  # the variance shape is computed at this size: it varies over centimetres
-SHAPE_VIEWS = 90
 SLICE_STEPS = 4  # training steps cut from each simulated slice (its level map costs ~0.5 s)
 
 
@@ -78,39 +76,6 @@ def load_ct_slices(entries: Sequence[str] = CT_SLICES) -> list[np.ndarray]:
         "data",
     )
     return [image[..., 0] for image in load_images(list(entries), data)]
-
-
-def variance_shape(clean: np.ndarray, spacing_mm: float) -> np.ndarray:
-    """The relative FBP noise variance at each pixel of the clean slice `clean` (H, W) in
-    LowDoseCT's units at `spacing_mm` per pixel: the unfiltered back-projection of ``exp(p)``,
-    ``p`` the line integrals (attenuation `LowDoseCT`'s), computed at `SHAPE_SIDE`² over
-    `SHAPE_VIEWS` views and brought back to (H, W); scaled to median 1."""
-    from scipy import ndimage
-    from skimage.transform import iradon
-
-    values = np.asarray(clean, dtype=np.float64)
-    side = max(values.shape)
-    square = np.zeros((side, side))
-    top, left = (side - values.shape[0]) // 2, (side - values.shape[1]) // 2
-    square[top : top + values.shape[0], left : left + values.shape[1]] = values
-    zoom = SHAPE_SIDE / side
-    small = ndimage.zoom(np.maximum(square, 0.0), zoom, order=1)
-    # The small image's pixels are 1 / zoom as wide: LowDoseCT's own projection at that spacing.
-    projector = LowDoseCT(dose_fraction=1.0, pixel_spacing_mm=spacing_mm / zoom, views=SHAPE_VIEWS)
-    line_integrals = projector.sinogram(small)
-    angles = np.linspace(0.0, 180.0, SHAPE_VIEWS, endpoint=False)  # LowDoseCT's views
-    spread = iradon(
-        np.exp(line_integrals),
-        theta=angles,
-        filter_name=None,
-        circle=False,
-        output_size=small.shape[0],
-    )
-    spread = np.maximum(spread, float(np.max(spread)) * 1e-6)
-    full = ndimage.zoom(spread, side / spread.shape[0], order=1)[:side, :side]
-    full = np.pad(full, ((0, side - full.shape[0]), (0, side - full.shape[1])), mode="edge")
-    full = full[top : top + values.shape[0], left : left + values.shape[1]]
-    return (full / float(np.median(full))).astype(np.float32)
 
 
 @dataclass

@@ -40,6 +40,7 @@ import torch
 
 from meddenoise.data import sample_patches
 from meddenoise.estimate import (
+    ct_noise_std_map,
     flat_window_covariance,
     flat_window_noise_std,
     local_noise_std_map,
@@ -73,9 +74,10 @@ LEVEL_TAIL = 0.05
 def level_map_for(modalities: Sequence[str | None]) -> str:
     """How a network adapted on images of these DICOM `modalities` (None: not DICOM) is told its
     levels (`NeuralDenoiser.level_map`): per pixel for CT, whose noise level follows the body
-    (`local_noise_std_map`), one per image otherwise (`flat_window_noise_std`)."""
+    (`ct_noise_std_map`: the shape from the slice's attenuation, the scale from its flattest
+    places), one per image otherwise (`flat_window_noise_std`)."""
     if modalities and all(modality == "CT" for modality in modalities):
-        return "local-flat-windows"
+        return "ct-physics"
     return "flat-windows"
 
 
@@ -112,16 +114,25 @@ def synthetic_noise(amplitude: np.ndarray, count: int, rng: np.random.Generator)
 
 
 def level_range(
-    planes: Sequence[np.ndarray], level_map: str = "flat-windows"
+    planes: Sequence[np.ndarray],
+    level_map: str = "flat-windows",
+    *,
+    pixel_spacing_mm: float | None = None,
 ) -> tuple[float, float]:
     """The levels to train on: what the network will be told on the planes (`level_map`: each
-    plane's `flat_window_noise_std`, or the range of its `local_noise_std_map` with 5 % tails
-    left out), the extremes widened by `LEVEL_MARGIN`."""
+    plane's `flat_window_noise_std`, or the range of its per-pixel map, `local_noise_std_map` or
+    `ct_noise_std_map` at `pixel_spacing_mm`, with 5 % tails left out), the extremes widened by
+    `LEVEL_MARGIN`."""
     lows, highs = [], []
     for plane in planes:
         values = np.asarray(plane, dtype=np.float64)
-        if level_map == "local-flat-windows":
-            levels = local_noise_std_map(values.mean(axis=-1) if values.ndim == 3 else values)
+        grey = values.mean(axis=-1) if values.ndim == 3 else values
+        if level_map in ("local-flat-windows", "ct-physics"):
+            levels = (
+                local_noise_std_map(grey)
+                if level_map == "local-flat-windows"
+                else ct_noise_std_map(grey, pixel_spacing_mm)
+            )
             lows.append(float(np.quantile(levels, LEVEL_TAIL)))
             highs.append(float(np.quantile(levels, 1 - LEVEL_TAIL)))
         else:
@@ -268,13 +279,15 @@ def train_for_measured_noise(
     snapshots: Sequence[float] = (),
     on_snapshot: Callable[[float, torch.nn.Module], None] | None = None,
     level_map: str = "flat-windows",
+    pixel_spacing_mm: float | None = None,
 ) -> tuple[SyntheticResult, dict[str, Any]]:
     """The whole objective: measure the noise of the user's `planes` (H, W) or (H, W, C), train
     `network` for it on the base `checkpoint`'s clean training images; returns what the training
     did and the measurements for the model card.  `level_map`: the rule the network will be
-    told its levels by (`level_map_for`), which sets the range of levels trained on."""
+    told its levels by (`level_map_for`), which sets the range of levels trained on;
+    `pixel_spacing_mm`, the planes' pixel width, for "ct-physics"."""
     covariance = flat_window_covariance(planes)
-    levels = level_range(planes, level_map)
+    levels = level_range(planes, level_map, pixel_spacing_mm=pixel_spacing_mm)
     # CT trains on the same stationary noise: `meddenoise.adapt.ct_noise` (whole clean CT slices,
     # a level that follows the body, told the map) won on tuning phantoms and lost on real CT
     # slices (docs/adapt.md, session 9), so it is not the default.

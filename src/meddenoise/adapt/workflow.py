@@ -47,6 +47,7 @@ from meddenoise.adapt.synthetic import level_map_for
 from meddenoise.estimate import (
     blind_noise_level,
     blind_noise_map,
+    ct_noise_std_map,
     flat_window_noise_std,
     local_noise_std_map,
     sub_image_noise_level,
@@ -65,6 +66,7 @@ __all__ = [
     "adapt",
     "choose_pd_factor",
     "fine_tune",
+    "guard_levels",
     "hold_back",
     "inference_level_map",
     "read_planes",
@@ -114,6 +116,13 @@ class Planes:
     images: int
     sha256: str
     modalities: tuple[str | None, ...] = ()  # each image's DICOM Modality (None: not DICOM)
+    spacings: tuple[float | None, ...] = ()  # each image's pixel width in mm, as its file says
+
+    @property
+    def pixel_spacing_mm(self) -> float | None:
+        """The images' median pixel width (mm), None where no file states one."""
+        known = [value for value in self.spacings if value is not None]
+        return float(np.median(known)) if known else None
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,7 @@ def read_planes(inputs: Sequence[str | os.PathLike[str]], *, channels: int) -> P
         No images found, an unreadable one (the message names the file), or the wrong colour.
     """
     from meddenoise.batch import plan_batch
-    from meddenoise.io import read_image
+    from meddenoise.io import pixel_spacing_mm, read_image
     from meddenoise.types import is_colour
 
     if not inputs:
@@ -197,6 +206,7 @@ def read_planes(inputs: Sequence[str | os.PathLike[str]], *, channels: int) -> P
     digest = hashlib.sha256()
     planes: list[np.ndarray] = []
     modalities: list[str | None] = []
+    spacings: list[float | None] = []
     images = 0
     for item in items:
         if item.problem:
@@ -226,6 +236,7 @@ def read_planes(inputs: Sequence[str | os.PathLike[str]], *, channels: int) -> P
                 plane = np.repeat(plane, channels, axis=-1)
             planes.append(np.ascontiguousarray(plane, dtype=np.float32))
         modalities.append(_dicom_modality(image.meta.details))
+        spacings.append(pixel_spacing_mm(image))
         images += 1
     if not planes:
         raise ValueError("no images found in the inputs")
@@ -234,7 +245,7 @@ def read_planes(inputs: Sequence[str | os.PathLike[str]], *, channels: int) -> P
         raise ValueError(
             f"images must be at least {MIN_SIDE} x {MIN_SIDE} pixels; found {small[0]}"
         )
-    return Planes(planes, images, digest.hexdigest(), tuple(modalities))
+    return Planes(planes, images, digest.hexdigest(), tuple(modalities), tuple(spacings))
 
 
 def _dicom_modality(details: object) -> str | None:
@@ -285,14 +296,21 @@ def _spread(values: Sequence[np.ndarray], limit: int) -> list[np.ndarray]:
 # --- levels, objective choice ----------------------------------------------------------------
 
 
-def inference_level_map(plane: np.ndarray, level_map: str, pd_factor: int = 1) -> np.ndarray:
+def inference_level_map(
+    plane: np.ndarray,
+    level_map: str,
+    pd_factor: int = 1,
+    *,
+    pixel_spacing_mm: float | None = None,
+) -> np.ndarray:
     """The (H, W) noise level `NeuralDenoiser` tells a conditioned network for `plane` (H, W, C).
 
     The same rule as `NeuralDenoiser._run`: grey planes of a "signal-dependent" network get
     `blind_noise_map` where it finds signal-dependent noise; a "sub-images" network (adapted,
     `pd_factor`) one `sub_image_noise_level` per plane, a "flat-windows" one (trained on
     synthetic noise) one `flat_window_noise_std` per plane, a "local-flat-windows" one
-    `local_noise_std_map` for grey planes (colour: one `flat_window_noise_std`); every other
+    `local_noise_std_map` for grey planes (colour: one `flat_window_noise_std`), a "ct-physics"
+    one `ct_noise_std_map` at `pixel_spacing_mm` for grey planes; every other
     plane one `blind_noise_level` for the whole plane.
     """
     grey = plane.shape[-1] == 1
@@ -301,7 +319,9 @@ def inference_level_map(plane: np.ndarray, level_map: str, pd_factor: int = 1) -
         return np.full(plane.shape[:2], sub_image_noise_level(values, pd_factor), np.float32)
     if grey and level_map == "local-flat-windows":
         return local_noise_std_map(values)
-    if level_map in ("flat-windows", "local-flat-windows"):
+    if grey and level_map == "ct-physics":
+        return ct_noise_std_map(values, pixel_spacing_mm)
+    if level_map in ("flat-windows", "local-flat-windows", "ct-physics"):
         return np.full(plane.shape[:2], flat_window_noise_std(values), np.float32)
     if grey and level_map == "signal-dependent":
         found = blind_noise_map(values)
@@ -538,9 +558,30 @@ def _base_checkpoint(base: str) -> tuple[Path, Any]:
     return path, checkpoint
 
 
-def denoiser_for(network: torch.nn.Module, level_map: str, name: str) -> NeuralDenoiser:
+def denoiser_for(
+    network: torch.nn.Module, level_map: str, name: str, pixel_spacing_mm: float | None = None
+) -> NeuralDenoiser:
     """The network as `resolve` would run it from a checkpoint (fp32 on the CPU)."""
-    return NeuralDenoiser(network, name=name, level_map=level_map, precision="fp32", device="cpu")
+    return NeuralDenoiser(
+        network,
+        name=name,
+        level_map=level_map,
+        precision="fp32",
+        device="cpu",
+        pixel_spacing_mm=pixel_spacing_mm,
+    )
+
+
+def guard_levels(
+    level_map: str, pixel_spacing_mm: float | None
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The per-pixel noise levels the guard divides residuals by, for a network told `level_map`
+    (the same map), or None for one level per image."""
+    if level_map == "local-flat-windows":
+        return local_noise_std_map
+    if level_map == "ct-physics":
+        return lambda plane: ct_noise_std_map(plane, pixel_spacing_mm)
+    return None
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -703,11 +744,11 @@ def adapt(
     adapted_levels = {"pd-n2n": "sub-images", "synthetic": level_map_for(read.modalities)}.get(
         objective, level_map
     )
-    if adapted_levels == "local-flat-windows":
-        logger.warning(
-            "CT: adaptation to CT noise is not yet reliable: on the project's benchmark it fell "
-            "below the base model at a few HU of noise, and the guard did not always see it "
-            "(docs/adapt.md); compare the residual pictures before using the result"
+    spacing = read.pixel_spacing_mm if adapted_levels == "ct-physics" else None
+    if adapted_levels == "ct-physics":
+        logger.info(
+            "CT: levels follow the body by physics at %s mm per pixel",
+            "the default 0.7 (no file states one)" if spacing is None else f"{spacing:.3g}",
         )
     tuned = FineTuneResult(0, 0.0, False)
     synthetic: dict[str, Any] = {}
@@ -727,12 +768,19 @@ def adapt(
             learning_rate=learning_rate,
             progress=report_step,
             level_map=adapted_levels,
+            pixel_spacing_mm=spacing,
         )
         tuned = FineTuneResult(trained.steps, trained.seconds, trained.diverged)
     elif not white and minutes > 0:
-        level_maps = [inference_level_map(plane, adapted_levels, factor) for plane in training]
+        level_maps = [
+            inference_level_map(plane, adapted_levels, factor, pixel_spacing_mm=spacing)
+            for plane in training
+        ]
         patch = patch_side([*training, *held_back], factor)
-        held_maps = [inference_level_map(plane, adapted_levels, factor) for plane in held_back]
+        held_maps = [
+            inference_level_map(plane, adapted_levels, factor, pixel_spacing_mm=spacing)
+            for plane in held_back
+        ]
         tuned = fine_tune(
             network,
             training,
@@ -746,10 +794,10 @@ def adapt(
     steps, spent, diverged = tuned.steps, tuned.seconds, tuned.diverged
     report = compare(
         denoiser_for(checkpoint.network, level_map, base),
-        denoiser_for(network, adapted_levels, "adapted"),
+        denoiser_for(network, adapted_levels, "adapted", spacing),
         # Denoisers take grey images as (H, W): (H, W, 1) would read as a volume.
         [plane[..., 0] if plane.shape[-1] == 1 else plane for plane in held_back],
-        noise_levels=local_noise_std_map if adapted_levels == "local-flat-windows" else None,
+        noise_levels=guard_levels(adapted_levels, spacing),
     )
     if diverged and not report.worse:
         report = GuardReport(**{**report.__dict__, "worse": True, "reason": "the loss diverged"})
@@ -775,6 +823,7 @@ def adapt(
         "noise_std_by_pd_factor": [round(value, 5) for value in measured.levels],
         "noise_correlation_lags_1_to_3": [round(value, 4) for value in measured.correlation],
         "level_map": adapted_levels if keep_adapted else level_map,
+        **({"pixel_spacing_mm": spacing} if spacing is not None else {}),
         **({"synthetic_noise": synthetic} if synthetic else {}),
         "learning_rate": learning_rate,
         "minutes": minutes,
@@ -794,7 +843,10 @@ def adapt(
     # The checkpoint says how its network is told noise levels, as a trained one does
     # (`Checkpoint.level_map` reads config.noise.level_map).
     written_levels = adapted_levels if keep_adapted else level_map
-    extra = {"config": {"noise": {"level_map": written_levels}}, "adaptation": card}
+    noise: dict[str, Any] = {"level_map": written_levels}
+    if keep_adapted and spacing is not None:
+        noise["pixel_spacing_mm"] = spacing
+    extra = {"config": {"noise": noise}, "adaptation": card}
     if keep_adapted and factor == 1:  # PDCondUNet at stride 1 is a CondUNet, weights and all
         save_checkpoint(output, network, model="cond_unet", arguments=arguments, extra=extra)
     elif keep_adapted:

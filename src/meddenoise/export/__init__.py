@@ -48,6 +48,8 @@ class ExportSource:
     level_map: str  # inference.LEVEL_MAPS: how the noise map is made
     weights: Path
     weights_sha256: str
+    # "ct-physics" networks: the pixel width (mm) their level rule assumes.
+    pixel_spacing_mm: float | None = None
 
     @property
     def conditioned(self) -> bool:
@@ -91,6 +93,7 @@ class ExportSource:
             "channels": self.channels,
             "conditioned": self.conditioned,
             "level_map": self.level_map,
+            **({"pixel_spacing_mm": self.pixel_spacing_mm} if self.pixel_spacing_mm else {}),
             "min_side": self.min_side,
             "inputs": inputs,
             "outputs": {"denoised": "(B, C, H, W) float32, the same units as image"},
@@ -128,6 +131,7 @@ def load_source(model: str | os.PathLike[str]) -> ExportSource:
         level_map=checkpoint.level_map,
         weights=path,
         weights_sha256=file_digest(path),
+        pixel_spacing_mm=checkpoint.pixel_spacing_mm,
     )
 
 

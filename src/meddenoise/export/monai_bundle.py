@@ -293,9 +293,10 @@ def write_bundle(source: ExportSource, output: Path) -> None:
         # The bundle's scripts measure levels as the shipped models are told them; an adapted
         # model's rules (`estimate.sub_image_noise_level`, `estimate.flat_window_noise_std`)
         # are not among them.
-        rule = {"sub-images": "on its pixel-shuffle sub-images"}.get(
-            source.level_map, "in its flattest windows"
-        )
+        rule = {
+            "sub-images": "on its pixel-shuffle sub-images",
+            "ct-physics": "across the slice by CT physics",
+        }.get(source.level_map, "in its flattest windows")
         raise ValueError(
             f"{source.name} is told noise levels measured {rule} ({source.level_map}: an adapted "
             "model); the MONAI bundle cannot do that yet: export it as onnx or torch-export, "
