@@ -962,3 +962,18 @@ def test_evaluate_without_a_reference_scores_the_residual_for_structure(tmp_path
     assert scores["method_noise"] > 0.1  # a blur's residual holds the edges it removed
     text = run("evaluate", "--reference", source, "--test", source, "--no-reference")
     assert "method-noise score: none removed" in text.stdout
+
+
+def test_benchmark_adapt_runs_the_adaptation_benchmark(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The benchmark itself takes about 35 minutes on two cores and is run by hand; here, that
+    # the command reaches it with its report inside the output folder.
+    import meddenoise.adapt.benchmark as adaptation
+
+    called: list[list[str]] = []
+    monkeypatch.setattr(adaptation, "main", called.append)
+    result = runner.invoke(app, ["benchmark", "--adapt", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert called == [["-o", str(tmp_path / "out" / "adapt.md")]]
+    assert (tmp_path / "out").is_dir()

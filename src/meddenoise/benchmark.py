@@ -1228,6 +1228,18 @@ def ct_grid(
     return write_ct_grid_report(output, rows, slices, command=command)
 
 
+def adapt_benchmark(output: Path) -> Path:
+    """``meddenoise benchmark --adapt``: the adaptation benchmark of `meddenoise adapt` with its
+    defaults (the final images, every setting, 1 / 3 / 10 minutes; docs/adapt.md), its table
+    printed and written to OUTPUT/adapt.md; returns that path."""
+    from meddenoise.adapt.benchmark import main as run_adaptation_benchmark
+
+    output.mkdir(parents=True, exist_ok=True)
+    report = output / "adapt.md"
+    run_adaptation_benchmark(["-o", str(report)])
+    return report
+
+
 def main(arguments: list[str] | None = None) -> None:
     """``python -m meddenoise.benchmark speed|large ...``: the fresh processes `run_speed` needs;
     ``... ct-grid``: the low-dose CT robustness grid, run by hand (`ct_grid`)."""

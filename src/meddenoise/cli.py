@@ -307,10 +307,13 @@ def benchmark(
     draws: Annotated[int, typer.Option(help="Noise draws per image and setting.")] = 1,
     crop: Annotated[int, typer.Option(help="Side of the central crop scored.")] = 256,
     ct_grid: Annotated[bool, typer.Option(help="The low-dose CT grid instead (by hand).")] = False,
+    adapt: Annotated[bool, typer.Option(help="The adaptation benchmark (by hand).")] = False,
 ) -> None:
     """Methods x test images x noise settings: CSV and a Markdown report with plots and crops."""
     from meddenoise import benchmark as bench
 
+    if adapt:  # docs/adapt.md; `python -m meddenoise.adapt.benchmark` takes more options
+        return typer.echo(f"report: {bench.adapt_benchmark(output)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if ct_grid:  # docs/ct-physics.md: its own cells; --method and --images apply
         try:
