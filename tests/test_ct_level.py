@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from meddenoise.estimate import (
     ct_attenuation_units,
     ct_noise_std_map,
     flat_window_noise_std,
 )
+
+from .test_adapt_synthetic import EchoLevel
 
 
 def body_slice(side: int = 128) -> np.ndarray:
@@ -92,16 +93,6 @@ def test_the_ct_map_follows_the_simulated_noise_across_the_body() -> None:
     assert np.allclose(ct_noise_std_map(3.0 * noisy + 0.2, 2.5), 3.0 * told, rtol=0.02)
     with pytest.raises(ValueError, match="pixel spacing"):
         ct_noise_std_map(noisy, 0.0)
-
-
-class EchoLevel(torch.nn.Module):
-    """A conditioned 'network' that returns the level map it is told."""
-
-    conditioned = True
-    channels = 1
-
-    def forward(self, noisy: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        return level.expand_as(noisy)
 
 
 def test_a_ct_physics_network_is_told_the_map_at_its_pixel_spacing() -> None:
