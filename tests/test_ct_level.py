@@ -93,6 +93,8 @@ def test_the_ct_map_follows_the_simulated_noise_across_the_body() -> None:
     assert np.allclose(ct_noise_std_map(3.0 * noisy + 0.2, 2.5), 3.0 * told, rtol=0.02)
     with pytest.raises(ValueError, match="pixel spacing"):
         ct_noise_std_map(noisy, 0.0)
+    # A blank plane has no air and soft tissue to read: it is told the local map (no noise).
+    assert np.array_equal(ct_noise_std_map(np.full((64, 64), 0.25), 2.5), np.zeros((64, 64)))
 
 
 def test_a_ct_physics_network_is_told_the_map_at_its_pixel_spacing() -> None:

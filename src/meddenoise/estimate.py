@@ -807,13 +807,18 @@ def ct_noise_std_map(
     `spacing_mm` wide (None: `DEFAULT_CT_SPACING_MM`): ``scale x sqrt(variance_shape)``, the
     shape from the slice's own attenuation (`ct_attenuation_units`, `noise.variance_shape`: the
     back-projection of ``exp(p)``), the scale the `quantile` of `local_noise_std_map` over
-    ``sqrt(shape)``.  `covariance`: the noise's, as `local_noise_std_map` takes it."""
+    ``sqrt(shape)``.  `covariance`: the noise's, as `local_noise_std_map` takes it.  A plane
+    without the two landmarks (`ct_attenuation_units` refuses it) gets the local map itself."""
     from meddenoise.noise import variance_shape
 
     spacing = DEFAULT_CT_SPACING_MM if spacing_mm is None else float(spacing_mm)
     if not (np.isfinite(spacing) and spacing > 0):
         raise ValueError(f"pixel spacing must be a positive number of mm, got {spacing_mm}")
-    shape = np.sqrt(variance_shape(ct_attenuation_units(plane), spacing))
     local = local_noise_std_map(plane, covariance)
+    try:
+        units = ct_attenuation_units(plane)
+    except ValueError:  # no air and soft tissue to read (a blank or padded plane): the local map
+        return local
+    shape = np.sqrt(variance_shape(units, spacing))
     scale = float(np.quantile(local / shape, quantile))
     return (scale * shape).astype(np.float32)

@@ -7,14 +7,15 @@ its spatial covariance in the flattest windows of their images
 resolution, on the base model's clean images plus noise drawn with that covariance (white noise
 filtered by the square root of its spectrum), with a supervised L1 loss.  At inference it is told
 the level as in training: by default each image's noise std from the same flattest windows
-(``level_map: flat-windows``); for CT (every input's DICOM Modality CT), at each pixel the
-noise std of the flattest windows near it (``level_map: local-flat-windows``,
-`meddenoise.estimate.local_noise_std_map`): CT noise is louder at the body's centre than at its
+(``level_map: flat-windows``); for CT (every input's DICOM Modality CT), at each pixel a
+std that follows the body by physics (``level_map: ct-physics``,
+`meddenoise.estimate.ct_noise_std_map`): CT noise is louder at the body's centre than at its
 edge and in the air around it, so one std per slice read it at 0.3-0.8 of the std where the
-anatomy is, while on stationary noise the local map reads texture as noise (docs/adapt.md,
-session 8).  Training CT on whole clean CT slices told that map (`meddenoise.adapt.ct_noise`,
-session 9) won on tuning phantoms and lost on real CT slices; it is kept as a batch source
-(`train_on_synthetic_noise` takes any `Batches`), not used by default.
+anatomy is, and the local map of the flattest nearby windows (``local-flat-windows``, session 8)
+read fine anatomy as noise at a few HU (docs/adapt.md, sessions 8 and 13).  Training CT on
+whole clean CT slices told the local map (`meddenoise.adapt.ct_noise`, session 9) won on tuning
+phantoms and lost on real CT slices; it is kept as a batch source (`train_on_synthetic_noise`
+takes any `Batches`), not used by default.
 
 Why not self-supervised: Neighbor2Neighbor needs a target whose noise is independent of the
 input's, which correlated noise denies at one pixel and pixel-shuffle sub-images only restore by
