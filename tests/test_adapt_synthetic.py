@@ -3,6 +3,8 @@ drawn with it, a network trained on it (issue 18)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -119,6 +121,52 @@ def test_training_on_synthetic_noise_lowers_the_loss_within_the_budget() -> None
     assert len(losses) >= 2 and losses[-1] < losses[0]
     with pytest.raises(ValueError, match="no clean image"):
         StationaryBatches([np.zeros((32, 32, 1), np.float32)], covariance, (0.03, 0.08))
+
+
+def test_the_learning_rate_falls_to_nearly_nothing_over_the_budget(monkeypatch) -> None:
+    rates: list[float] = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def step(self, closure=None):  # type: ignore[no-untyped-def, override]
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    torch.manual_seed(0)
+    network = CondUNet(channels=1, widths=[8, 16], blocks=[1, 1])
+    covariance = flat_window_covariance([blurred_noise((128, 128), 0.05, 3)])
+    batches = StationaryBatches(
+        [smooth_image((64, 64))[..., None].astype(np.float32)], covariance, (0.03, 0.08), 2, 32
+    )
+    result = train_on_synthetic_noise(
+        network, batches, seconds=3.0, rng=np.random.default_rng(2), learning_rate=1e-3
+    )
+    assert result.steps == len(rates) >= 10
+    # A half cosine from the rate given: full at the start, a small share by the last step.
+    assert rates[0] > 0.99e-3 and rates[-1] < 0.25e-3
+    assert all(later <= earlier for earlier, later in itertools.pairwise(rates))
+
+
+def test_levels_trained_cover_the_planes_held_back_from_training(monkeypatch) -> None:
+    """The network is told the held-back planes' levels too (the guard's, and the user's series
+    at inference): a level above the trained range cost up to 5 dB on the tuning CT."""
+    from meddenoise.adapt import synthetic
+
+    clean = smooth_image((128, 128))
+    monkeypatch.setattr(
+        synthetic, "base_training_images", lambda checkpoint: [clean[..., None].astype(np.float32)]
+    )
+    quiet, loud = (clean + blurred_noise(clean.shape, std, 4) for std in (0.01, 0.04))
+    loud_level = flat_window_noise_std(loud)
+
+    def highest_level(**held: object) -> float:
+        network = CondUNet(channels=1, widths=[8, 16], blocks=[1, 1])
+        _, card = synthetic.train_for_measured_noise(
+            network, None, [quiet], seconds=0.3, rng=np.random.default_rng(0), **held
+        )
+        return float(card["levels_trained"][1])
+
+    assert highest_level() < loud_level <= highest_level(level_planes=[loud])
 
 
 def correlation_of_kernel() -> np.ndarray:

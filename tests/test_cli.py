@@ -967,7 +967,7 @@ def test_evaluate_without_a_reference_scores_the_residual_for_structure(tmp_path
 def test_benchmark_adapt_runs_the_adaptation_benchmark(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # The benchmark itself takes about 35 minutes on two cores and is run by hand; here, that
+    # The benchmark itself takes about 50 minutes on two cores and is run by hand; here, that
     # the command reaches it with its report inside the output folder.
     import meddenoise.adapt.benchmark as adaptation
 

@@ -354,9 +354,7 @@ def test_a_full_server_answers_503_and_a_slow_image_is_ended(tmp_path):
     arguments = ["serve", "--workers", "1", "--queue", "0", "--timeout", "1.5"]
     with ServerProcess(arguments, tmp_path / "server") as server:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            first = pool.submit(
-                server.request, "POST", "/v1/denoise?method=nlm", slow.read_bytes()
-            )
+            first = pool.submit(server.request, "POST", "/v1/denoise?method=nlm", slow.read_bytes())
             wait_until(
                 lambda: server.json("GET", "/healthz")["busy"] == 1, 20, "the worker to be busy"
             )

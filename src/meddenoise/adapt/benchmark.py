@@ -8,10 +8,11 @@ no earlier adaptation run looked at: the measurement), ``seen`` (the images of t
 runs, for reproducing them).  Rows: the noisy input, the base model blind, BM3D told the true
 noise power spectrum, the PD-calibrated network (``pd-n2n`` without training; fine-tuned after
 each of ``--pd-minutes`` if given), `adapt`'s default objective ``synthetic`` after each budget
-in ``--minutes`` (snapshots of one run), plus plain Neighbor2Neighbor (``n2n``, forced) after
-``--n2n-minutes``.  The synthetic objective trains on the base model's clean training images,
-which hold the tuning set's camera, MR abdomen, CT neck and CR leg: tuning rows are optimistic for
-it; the final set's images are in no training set.
+in ``--minutes`` (one run per budget: the learning rate falls over the budget), plus plain
+Neighbor2Neighbor (``n2n``, forced) after ``--n2n-minutes``.  The synthetic objective trains
+on the base model's clean training images, which hold the tuning set's camera, MR abdomen, CT
+neck and CR leg: tuning rows are optimistic for it; the final set's images are in no training
+set.
 
 Settings:
 
@@ -48,7 +49,6 @@ from meddenoise.adapt.workflow import (
     choose_pd_factor,
     denoiser_for,
     fine_tune,
-    guard_levels,
     hold_back,
     inference_level_map,
     patch_side,
@@ -57,8 +57,6 @@ from meddenoise.adapt.workflow import (
 from meddenoise.arrays import central_crop
 
 if TYPE_CHECKING:
-    import torch
-
     from meddenoise.benchmark import TestImage
 
 logger = logging.getLogger(__name__)
@@ -251,6 +249,11 @@ class Row:
     seconds: float
 
 
+def on_noisy(denoiser: Callable[[np.ndarray], np.ndarray]) -> Callable[[Case], np.ndarray]:
+    """`denoiser` run on a case's noisy image, for `score`."""
+    return lambda case: denoiser(case.noisy)
+
+
 def score(
     setting: str, method: str, cases: Sequence[Case], run: Callable[[Case], np.ndarray]
 ) -> Row:
@@ -350,9 +353,13 @@ def adapted_rows(
 def synthetic_rows(
     setting: str, cases: Sequence[Case], minutes: Sequence[float], *, seed: int
 ) -> tuple[list[Row], list[str]]:
-    """`adapt`'s default objective ("synthetic"): one training run of max(minutes), scored at
-    each budget; the guard's verdict on the final network."""
-    from meddenoise.adapt.synthetic import level_map_for, train_for_measured_noise
+    """`adapt`'s default objective ("synthetic"): one training run per budget in `minutes`, each
+    from the base model and scored; the guard's verdict on the longest budget's network."""
+    from meddenoise.adapt.synthetic import (
+        level_map_for,
+        per_pixel_levels,
+        train_for_measured_noise,
+    )
     from meddenoise.checkpoint import load_checkpoint
     from meddenoise.methods import shipped_weights
 
@@ -368,38 +375,33 @@ def synthetic_rows(
         row = score(setting, "synthetic (noise white: base kept)", cases, lambda c: base(c.noisy))
         correlation = np.round(measured.correlation, 3).tolist()
         return [row], [f"{setting}: noise measured white ({correlation}), base model kept"]
-    network = copy.deepcopy(checkpoint.network)
     rows: list[Row] = []
     # As `adapt` decides from the files' DICOM Modality: the CT setting's slices are CT.
     rule = level_map_for(["CT"] if setting.startswith("ct") else [None])
     # The CT setting's slices are simulated at CT_SPACING_MM per pixel, as their files would say.
     spacing = CT_SPACING_MM if setting.startswith("ct") else None
 
-    def snapshot(seconds: float, current: torch.nn.Module) -> None:
-        denoiser = denoiser_for(copy.deepcopy(current), rule, "synthetic", spacing)
-        rows.append(
-            score(setting, f"synthetic {seconds / 60:g} min", cases, lambda c: denoiser(c.noisy))
-        )
-
+    # One run per budget, each from the base model: the learning rate falls over the whole
+    # budget, so a snapshot of a longer run is not what `adapt --minutes N` gives.
     budgets = sorted(value for value in minutes if value > 0)
-    trained, _ = train_for_measured_noise(
-        network,
-        checkpoint,
-        training_values,
-        seconds=max(budgets) * 60,
-        rng=np.random.default_rng(seed),
-        snapshots=[60 * value for value in budgets],
-        on_snapshot=snapshot,
-        level_map=rule,
-        pixel_spacing_mm=spacing,
-    )
+    for budget in budgets:
+        network = copy.deepcopy(checkpoint.network)
+        trained, _ = train_for_measured_noise(
+            network,
+            checkpoint,
+            training_values,
+            seconds=budget * 60,
+            rng=np.random.default_rng(seed),
+            level_map=rule,
+            pixel_spacing_mm=spacing,
+            level_planes=[plane[..., 0] for plane in held_back],
+        )
+        adapted = denoiser_for(network, rule, "synthetic", spacing)
+        rows.append(score(setting, f"synthetic {budget:g} min", cases, on_noisy(adapted)))
     report = compare(
-        base,
-        denoiser_for(network, rule, "synthetic", spacing),
-        [p[..., 0] for p in held_back],
-        noise_levels=guard_levels(rule, spacing),
+        base, adapted, [p[..., 0] for p in held_back], noise_levels=per_pixel_levels(rule, spacing)
     )
-    line = guard_line(f"{setting} synthetic {max(budgets):g} min", report, measured)
+    line = guard_line(f"{setting} synthetic {budgets[-1]:g} min", report, measured)
     line += f"; {trained.steps} steps, levels trained {np.round(trained.levels, 4).tolist()}"
     logger.info("%s", line)
     return rows, [line]

@@ -54,6 +54,7 @@ __all__ = [
     "SyntheticResult",
     "level_map_for",
     "noise_amplitude",
+    "per_pixel_levels",
     "synthetic_noise",
     "train_for_measured_noise",
     "train_on_synthetic_noise",
@@ -63,6 +64,10 @@ BATCH = 8
 PATCH = 96
 GRID = 128  # noise is drawn on a periodic 128² grid and cut to the patch: no wrap-around seam
 LEARNING_RATE = 1e-4
+# The learning rate falls along a half cosine from LEARNING_RATE to this share of it at the end
+# of the budget.  At a constant rate Adam's steps moved the network by more than the mild CT
+# noise it was learning: snapshots of one run swung by up to 1.6 dB (docs/adapt.md, session 13).
+FINAL_LEARNING_RATE_SHARE = 0.0
 # The true noise std over the level the network is told: the flattest-window estimate read
 # 0.87-1.13 of the std on the adaptation tuning crops (correlated and white Gaussian, CT).
 LEVEL_SLACK = (0.85, 1.3)
@@ -114,6 +119,19 @@ def synthetic_noise(amplitude: np.ndarray, count: int, rng: np.random.Generator)
     return np.real(np.fft.ifft2(np.fft.fft2(white) * amplitude)).astype(np.float32)
 
 
+def per_pixel_levels(
+    level_map: str, pixel_spacing_mm: float | None = None
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The per-pixel level rule for a grey (H, W) plane that a network told `level_map` sees
+    (`local_noise_std_map`, or `ct_noise_std_map` at `pixel_spacing_mm`), or None where the
+    rule gives one level per image."""
+    if level_map == "local-flat-windows":
+        return local_noise_std_map
+    if level_map == "ct-physics":
+        return lambda plane: ct_noise_std_map(plane, pixel_spacing_mm)
+    return None
+
+
 def level_range(
     planes: Sequence[np.ndarray],
     level_map: str = "flat-windows",
@@ -124,16 +142,13 @@ def level_range(
     plane's `flat_window_noise_std`, or the range of its per-pixel map, `local_noise_std_map` or
     `ct_noise_std_map` at `pixel_spacing_mm`, with 5 % tails left out), the extremes widened by
     `LEVEL_MARGIN`."""
+    per_pixel = per_pixel_levels(level_map, pixel_spacing_mm)
     lows, highs = [], []
     for plane in planes:
         values = np.asarray(plane, dtype=np.float64)
         grey = values.mean(axis=-1) if values.ndim == 3 else values
-        if level_map in ("local-flat-windows", "ct-physics"):
-            levels = (
-                local_noise_std_map(grey)
-                if level_map == "local-flat-windows"
-                else ct_noise_std_map(grey, pixel_spacing_mm)
-            )
+        if per_pixel is not None:
+            levels = per_pixel(grey)
             lows.append(float(np.quantile(levels, LEVEL_TAIL)))
             highs.append(float(np.quantile(levels, 1 - LEVEL_TAIL)))
         else:
@@ -201,10 +216,12 @@ def train_on_synthetic_noise(
     """Train conditioned `network` (called ``network(noisy, level)``) on `batches` with an L1
     loss against the clean patches, for `seconds` of wall clock.
 
-    The clock is read before every step and a step that would end past the budget (judged by
-    the longest so far) is not started.  `progress(step, elapsed, remaining, loss)` about every
-    two seconds; `on_snapshot(seconds, network)` once the time passes each of `snapshots` (the
-    time it takes is not counted).
+    The learning rate falls with the time spent, along a half cosine from `learning_rate` to
+    `FINAL_LEARNING_RATE_SHARE` of it at `seconds`, so a snapshot before the end is not what a
+    shorter budget would give.  The clock is read before every step and a step that would end
+    past the budget (judged by the longest so far) is not started.  `progress(step, elapsed,
+    remaining, loss)` about every two seconds; `on_snapshot(seconds, network)` once the time
+    passes each of `snapshots` (the time it takes is not counted).
     """
     levels = batches.levels
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
@@ -226,6 +243,10 @@ def train_on_synthetic_noise(
             now = time.monotonic() - start
         if now + longest > seconds:
             break
+        share = FINAL_LEARNING_RATE_SHARE
+        rate = learning_rate * (share + (1 - share) * 0.5 * (1 + math.cos(math.pi * now / seconds)))
+        for group in optimizer.param_groups:
+            group["lr"] = rate
         began = time.monotonic()
         noisy, told, clean = (torch.from_numpy(array) for array in batches(rng))
         optimizer.zero_grad(set_to_none=True)
@@ -281,14 +302,19 @@ def train_for_measured_noise(
     on_snapshot: Callable[[float, torch.nn.Module], None] | None = None,
     level_map: str = "flat-windows",
     pixel_spacing_mm: float | None = None,
+    level_planes: Sequence[np.ndarray] = (),
 ) -> tuple[SyntheticResult, dict[str, Any]]:
     """The whole objective: measure the noise of the user's `planes` (H, W) or (H, W, C), train
     `network` for it on the base `checkpoint`'s clean training images; returns what the training
     did and the measurements for the model card.  `level_map`: the rule the network will be
-    told its levels by (`level_map_for`), which sets the range of levels trained on;
-    `pixel_spacing_mm`, the planes' pixel width, for "ct-physics"."""
+    told its levels by (`level_map_for`), which sets the range of levels trained on, read on
+    `planes` and `level_planes` (the user's other planes, held back from training: the network
+    will be told their levels too); `pixel_spacing_mm`, the planes' pixel width, for
+    "ct-physics"."""
     covariance = flat_window_covariance(planes)
-    levels = level_range(planes, level_map, pixel_spacing_mm=pixel_spacing_mm)
+    # A network told a level above any it was trained on harmed: on the tuning CT the held-back
+    # slice, noisier than the training slice, lost up to 5 dB (docs/adapt.md, session 14).
+    levels = level_range([*planes, *level_planes], level_map, pixel_spacing_mm=pixel_spacing_mm)
     # CT trains on the same stationary noise: `meddenoise.adapt.ct_noise` (whole clean CT slices,
     # a level that follows the body, told the map) won on tuning phantoms and lost on real CT
     # slices (docs/adapt.md, session 9), so it is not the default.
