@@ -66,7 +66,8 @@ GRID = 128  # noise is drawn on a periodic 128² grid and cut to the patch: no w
 LEARNING_RATE = 1e-4
 # The learning rate falls along a half cosine from LEARNING_RATE to this share of it at the end
 # of the budget.  At a constant rate Adam's steps moved the network by more than the mild CT
-# noise it was learning: snapshots of one run swung by up to 1.6 dB (docs/adapt.md, session 13).
+# noise it was learning: snapshots of one run swung by up to 1.6 dB (docs/adapt.md, sessions
+# 13 and 14).
 FINAL_LEARNING_RATE_SHARE = 0.0
 # The true noise std over the level the network is told: the flattest-window estimate read
 # 0.87-1.13 of the std on the adaptation tuning crops (correlated and white Gaussian, CT).
@@ -210,37 +211,23 @@ def train_on_synthetic_noise(
     rng: np.random.Generator,
     learning_rate: float = LEARNING_RATE,
     progress: Callable[[int, float, float, float], None] | None = None,
-    snapshots: Sequence[float] = (),
-    on_snapshot: Callable[[float, torch.nn.Module], None] | None = None,
 ) -> SyntheticResult:
     """Train conditioned `network` (called ``network(noisy, level)``) on `batches` with an L1
     loss against the clean patches, for `seconds` of wall clock.
 
     The learning rate falls with the time spent, along a half cosine from `learning_rate` to
-    `FINAL_LEARNING_RATE_SHARE` of it at `seconds`, so a snapshot before the end is not what a
-    shorter budget would give.  The clock is read before every step and a step that would end
-    past the budget (judged by the longest so far) is not started.  `progress(step, elapsed,
-    remaining, loss)` about every two seconds; `on_snapshot(seconds, network)` once the time
-    passes each of `snapshots` (the time it takes is not counted).
+    `FINAL_LEARNING_RATE_SHARE` of it at `seconds`: the weights part-way through a longer budget
+    are not what a shorter budget gives.  The clock is read before every step and a step that
+    would end past the budget (judged by the longest so far) is not started.
+    `progress(step, elapsed, remaining, loss)` about every two seconds.
     """
     levels = batches.levels
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
-    pending = sorted(snapshots)
     start = time.monotonic()
     longest, step, last_report = 0.0, 0, -math.inf
     network.train()
     while True:
         now = time.monotonic() - start
-        while pending and now >= pending[0]:
-            paused = time.monotonic()
-            if on_snapshot is not None:
-                network.eval()
-                on_snapshot(pending.pop(0), network)
-                network.train()
-            else:
-                pending.pop(0)
-            start += time.monotonic() - paused  # a snapshot's scoring is not training time
-            now = time.monotonic() - start
         if now + longest > seconds:
             break
         share = FINAL_LEARNING_RATE_SHARE
@@ -264,9 +251,6 @@ def train_on_synthetic_noise(
             last_report = elapsed
             progress(step, elapsed, max(seconds - elapsed, 0.0), loss_value)
     network.eval()
-    for moment in pending:  # budgets shorter than a snapshot: the final state stands for them
-        if on_snapshot is not None:
-            on_snapshot(moment, network)
     return SyntheticResult(step, time.monotonic() - start, False, levels)
 
 
@@ -298,8 +282,6 @@ def train_for_measured_noise(
     rng: np.random.Generator,
     learning_rate: float = LEARNING_RATE,
     progress: Callable[[int, float, float, float], None] | None = None,
-    snapshots: Sequence[float] = (),
-    on_snapshot: Callable[[float, torch.nn.Module], None] | None = None,
     level_map: str = "flat-windows",
     pixel_spacing_mm: float | None = None,
     level_planes: Sequence[np.ndarray] = (),
@@ -313,7 +295,7 @@ def train_for_measured_noise(
     "ct-physics"."""
     covariance = flat_window_covariance(planes)
     # A network told a level above any it was trained on harmed: on the tuning CT the held-back
-    # slice, noisier than the training slice, lost up to 5 dB (docs/adapt.md, session 14).
+    # slice, noisier than the training slice, lost up to 5.5 dB (docs/adapt.md, session 14).
     levels = level_range([*planes, *level_planes], level_map, pixel_spacing_mm=pixel_spacing_mm)
     # CT trains on the same stationary noise: `meddenoise.adapt.ct_noise` (whole clean CT slices,
     # a level that follows the body, told the map) won on tuning phantoms and lost on real CT
@@ -325,8 +307,6 @@ def train_for_measured_noise(
         rng=rng,
         learning_rate=learning_rate,
         progress=progress,
-        snapshots=snapshots,
-        on_snapshot=on_snapshot,
     )
     centre = covariance.shape[0] // 2
     variance = float(covariance[centre, centre])
