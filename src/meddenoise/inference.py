@@ -49,6 +49,19 @@ LEVEL_MAPS = (
 )
 
 
+def per_pixel_levels(
+    level_map: str, pixel_spacing_mm: float | None = None
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The per-pixel level rule a network told `level_map` is given for a grey (H, W) plane
+    (`local_noise_std_map`, or `ct_noise_std_map` at `pixel_spacing_mm`), or None where the rule
+    gives one level per image (or, "signal-dependent", decides per plane)."""
+    if level_map == "local-flat-windows":
+        return local_noise_std_map
+    if level_map == "ct-physics":
+        return lambda plane: ct_noise_std_map(plane, pixel_spacing_mm)
+    return None
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of size `tile` covering [0, length) with at least `overlap` shared."""
     if length <= tile:
@@ -331,10 +344,9 @@ class NeuralDenoiser:
         """A per-pixel std map for a grey `plane` (signal-dependent or local noise), else None."""
         if self.sigma is not None:
             return None
-        if self.level_map == "local-flat-windows":
-            return local_noise_std_map(plane)
-        if self.level_map == "ct-physics":
-            return ct_noise_std_map(plane, self.pixel_spacing_mm)
+        per_pixel = per_pixel_levels(self.level_map, self.pixel_spacing_mm)
+        if per_pixel is not None:
+            return per_pixel(plane)
         if self.level_map != "signal-dependent":
             return None
         return blind_noise_map(plane)

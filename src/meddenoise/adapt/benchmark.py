@@ -355,12 +355,9 @@ def synthetic_rows(
 ) -> tuple[list[Row], list[str]]:
     """`adapt`'s default objective ("synthetic"): one training run per budget in `minutes`, each
     from the base model and scored; the guard's verdict on the longest budget's network."""
-    from meddenoise.adapt.synthetic import (
-        level_map_for,
-        per_pixel_levels,
-        train_for_measured_noise,
-    )
+    from meddenoise.adapt.synthetic import level_map_for, train_for_measured_noise
     from meddenoise.checkpoint import load_checkpoint
+    from meddenoise.inference import per_pixel_levels
     from meddenoise.methods import shipped_weights
 
     path = shipped_weights("grey")

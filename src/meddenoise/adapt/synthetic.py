@@ -40,12 +40,8 @@ import numpy as np
 import torch
 
 from meddenoise.data import sample_patches
-from meddenoise.estimate import (
-    ct_noise_std_map,
-    flat_window_covariance,
-    flat_window_noise_std,
-    local_noise_std_map,
-)
+from meddenoise.estimate import flat_window_covariance, flat_window_noise_std
+from meddenoise.inference import per_pixel_levels
 
 __all__ = [
     "LEVEL_SLACK",
@@ -54,7 +50,6 @@ __all__ = [
     "SyntheticResult",
     "level_map_for",
     "noise_amplitude",
-    "per_pixel_levels",
     "synthetic_noise",
     "train_for_measured_noise",
     "train_on_synthetic_noise",
@@ -118,19 +113,6 @@ def synthetic_noise(amplitude: np.ndarray, count: int, rng: np.random.Generator)
     """`count` draws of unit-std noise with the spectrum `amplitude` (`noise_amplitude`)."""
     white = rng.standard_normal((count, *amplitude.shape))
     return np.real(np.fft.ifft2(np.fft.fft2(white) * amplitude)).astype(np.float32)
-
-
-def per_pixel_levels(
-    level_map: str, pixel_spacing_mm: float | None = None
-) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The per-pixel level rule for a grey (H, W) plane that a network told `level_map` sees
-    (`local_noise_std_map`, or `ct_noise_std_map` at `pixel_spacing_mm`), or None where the
-    rule gives one level per image."""
-    if level_map == "local-flat-windows":
-        return local_noise_std_map
-    if level_map == "ct-physics":
-        return lambda plane: ct_noise_std_map(plane, pixel_spacing_mm)
-    return None
 
 
 def level_range(

@@ -43,16 +43,14 @@ import torch
 from meddenoise import __version__
 from meddenoise.adapt.guard import GuardReport, compare, noise_autocorrelation
 from meddenoise.adapt.objectives import OBJECTIVES, neighbour_loss
-from meddenoise.adapt.synthetic import level_map_for, per_pixel_levels
+from meddenoise.adapt.synthetic import level_map_for
 from meddenoise.estimate import (
     blind_noise_level,
     blind_noise_map,
-    ct_noise_std_map,
     flat_window_noise_std,
-    local_noise_std_map,
     sub_image_noise_level,
 )
-from meddenoise.inference import NeuralDenoiser
+from meddenoise.inference import NeuralDenoiser, per_pixel_levels
 from meddenoise.io.base import ImageError, atomic_output
 from meddenoise.methods import SHIPPED_MODELS, file_digest, shipped_weights
 from meddenoise.models.pd_cond_unet import PDCondUNet
@@ -316,10 +314,9 @@ def inference_level_map(
     values = _values(plane)
     if level_map == "sub-images":
         return np.full(plane.shape[:2], sub_image_noise_level(values, pd_factor), np.float32)
-    if grey and level_map == "local-flat-windows":
-        return local_noise_std_map(values)
-    if grey and level_map == "ct-physics":
-        return ct_noise_std_map(values, pixel_spacing_mm)
+    per_pixel = per_pixel_levels(level_map, pixel_spacing_mm)
+    if grey and per_pixel is not None:
+        return per_pixel(values)
     if level_map in ("flat-windows", "local-flat-windows", "ct-physics"):
         return np.full(plane.shape[:2], flat_window_noise_std(values), np.float32)
     if grey and level_map == "signal-dependent":
